@@ -1,0 +1,70 @@
+//! Authorization server metadata (RFC 8414 §2), also served as OpenID Connect discovery.
+
+use serde::Serialize;
+
+use super::client::TokenEndpointAuthMethod;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthorizationServerMetadata {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    pub registration_endpoint: String,
+    pub revocation_endpoint: String,
+    pub introspection_endpoint: String,
+    pub scopes_supported: Vec<String>,
+    pub response_types_supported: [&'static str; 1],
+    pub response_modes_supported: [&'static str; 1],
+    pub grant_types_supported: [&'static str; 3],
+    pub token_endpoint_auth_methods_supported: [&'static str; 3],
+    pub revocation_endpoint_auth_methods_supported: [&'static str; 3],
+    pub introspection_endpoint_auth_methods_supported: [&'static str; 2],
+    /// MCP: clients MUST refuse to proceed when this is absent.
+    pub code_challenge_methods_supported: [&'static str; 1],
+    pub client_id_metadata_document_supported: bool,
+    /// RFC 9207 §3.
+    pub authorization_response_iss_parameter_supported: bool,
+    pub service_documentation: Option<String>,
+    // OpenID Connect Discovery 1.0 §3 REQUIRED members, so that clients probing
+    // `openid-configuration` (MCP 2025-11-25 and later) accept the document.
+    pub subject_types_supported: [&'static str; 1],
+    pub id_token_signing_alg_values_supported: Vec<String>,
+}
+
+pub struct MetadataInput<'a> {
+    pub issuer: &'a str,
+    pub scopes_supported: Vec<String>,
+    pub signing_alg: &'a str,
+}
+
+/// Build the document. Endpoint URLs hang off the issuer, which has no trailing slash.
+pub fn authorization_server_metadata(input: MetadataInput<'_>) -> AuthorizationServerMetadata {
+    let at = |path: &str| format!("{}{path}", input.issuer);
+    let secret_methods = [
+        TokenEndpointAuthMethod::ClientSecretBasic.as_str(),
+        TokenEndpointAuthMethod::ClientSecretPost.as_str(),
+    ];
+    AuthorizationServerMetadata {
+        issuer: input.issuer.to_owned(),
+        authorization_endpoint: at("/authorize"),
+        token_endpoint: at("/token"),
+        jwks_uri: at("/jwks.json"),
+        registration_endpoint: at("/register"),
+        revocation_endpoint: at("/revoke"),
+        introspection_endpoint: at("/introspect"),
+        scopes_supported: input.scopes_supported,
+        response_types_supported: ["code"],
+        response_modes_supported: ["query"],
+        grant_types_supported: ["authorization_code", "refresh_token", "client_credentials"],
+        token_endpoint_auth_methods_supported: TokenEndpointAuthMethod::ALL,
+        revocation_endpoint_auth_methods_supported: TokenEndpointAuthMethod::ALL,
+        introspection_endpoint_auth_methods_supported: secret_methods,
+        code_challenge_methods_supported: ["S256"],
+        client_id_metadata_document_supported: true,
+        authorization_response_iss_parameter_supported: true,
+        service_documentation: None,
+        subject_types_supported: ["public"],
+        id_token_signing_alg_values_supported: vec![input.signing_alg.to_owned()],
+    }
+}

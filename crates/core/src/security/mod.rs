@@ -1,0 +1,3 @@
+//! Security decisions: throttles and, later, detectors. Pure, with time passed in.
+
+pub mod login_throttle;
