@@ -233,13 +233,12 @@ class Harness:
         )
         # Read the child's output on a thread, so it never blocks on a full
         # pipe while the browser runs; hand the authorization URL over.
-        output, url_box, url_seen = [], [], threading.Event()
+        url_box, url_seen = [], threading.Event()
 
         def reader():
             want_url = False
             for line in proc.stdout:
                 line = line.rstrip("\n")
-                output.append(line)
                 print(f"  conformance| {line}", flush=True)
                 if want_url and line.strip():
                     url_box.append(line.strip())

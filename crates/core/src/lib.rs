@@ -4,7 +4,10 @@
 //! passed in, and nothing does I/O. The server crate loads state, calls these functions and
 //! persists what they decide; the tests here pin every rule without a database or a socket.
 #![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod domain;
 pub mod oauth;

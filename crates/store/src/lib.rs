@@ -1,0 +1,185 @@
+//! Storage for mcp-oauth: one [`Db`] over SQLite (the embedded default) or PostgreSQL,
+//! chosen by the database URL.
+//!
+//! Both backends run the same SQL through sqlx's `Any` driver: `$N` placeholders, Unix-second
+//! `BIGINT` times, text ids, `ON CONFLICT` and `RETURNING`, which SQLite (3.35+) and
+//! PostgreSQL share. Only the migrations differ, one folder per dialect with the same
+//! versions. Each method's doc comment states its contract: what must be atomic, and what a
+//! concurrent caller sees.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod clients;
+mod codes;
+mod consents;
+mod housekeeping;
+mod keys;
+mod revocations;
+mod sessions;
+mod throttles;
+mod tokens;
+mod users;
+
+pub use clients::ClientRow;
+pub use codes::{CodeRow, NewAuthorization};
+pub use consents::{ConnectedApp, ConsentRow};
+pub use housekeeping::{CleanupPolicy, CleanupReport};
+pub use keys::SigningKeyRow;
+pub use revocations::{RevocationKind, RevocationRow};
+pub use sessions::SessionRow;
+pub use throttles::ThrottleRow;
+pub use tokens::{NewRefreshToken, RefreshRow, RotateOutcome};
+pub use users::UserRow;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write (the row exists already).
+    #[error("a row with this key already exists")]
+    Conflict,
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Map a unique-constraint violation to [`StoreError::Conflict`].
+fn conflict_aware(e: sqlx::Error) -> StoreError {
+    match e.as_database_error() {
+        Some(db) if db.is_unique_violation() => StoreError::Conflict,
+        _ => StoreError::Database(e),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// The database handle: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Db {
+    /// Connect to `url` (`sqlite://path?mode=rwc`, `sqlite::memory:`, `postgres://…`).
+    pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url).ok_or_else(|| {
+            StoreError::Database(sqlx::Error::Configuration(
+                "database URL must start with sqlite: or postgres:".into(),
+            ))
+        })?;
+        let connect = AnyConnectOptions::from_str(url)?;
+        let mut pool = AnyPoolOptions::new()
+            .max_connections(opts.max_connections)
+            .acquire_timeout(opts.acquire_timeout);
+        if backend == Backend::Sqlite {
+            // An in-memory database exists per connection, so it must be exactly one.
+            if url.contains(":memory:") || url.contains("mode=memory") {
+                pool = pool
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None);
+            }
+            pool = pool.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; busy_timeout makes a second
+                    // writer wait instead of failing; foreign keys are off by default.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool.connect_with(connect).await?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Apply pending migrations for this backend.
+    pub async fn migrate(&self) -> Result<()> {
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Round trip to the database, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Begin a write transaction. On SQLite it takes the write lock up front (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads and then writes can fail with "database
+    /// is locked" when another writer got in between, and busy_timeout cannot help then.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+}

@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-use url::Url;
-
 /// Longest client id we accept; a metadata document URL is the long case.
 const MAX_LEN: usize = 2048;
 
@@ -39,15 +37,6 @@ impl ClientId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// The metadata document URL when this id is one (CIMD §3: an https URL with a path).
-    /// Any other shape is an id we issued ourselves.
-    pub fn metadata_document_url(&self) -> Option<Url> {
-        if !self.0.starts_with("https://") {
-            return None;
-        }
-        Url::parse(&self.0).ok()
-    }
 }
 
 impl fmt::Display for ClientId {
@@ -63,15 +52,16 @@ mod tests {
     #[test]
     fn accepts_opaque_and_url_ids() {
         assert!(ClientId::parse("abc-123").is_ok());
-        let cimd = ClientId::parse("https://app.example.com/client.json").unwrap();
-        assert!(cimd.metadata_document_url().is_some());
-        assert!(ClientId::parse("abc").unwrap().metadata_document_url().is_none());
+        assert!(ClientId::parse("https://app.example.com/client.json").is_ok());
     }
 
     #[test]
     fn rejects_empty_long_and_control_characters() {
         assert_eq!(ClientId::parse(""), Err(ClientIdError::Empty));
-        assert_eq!(ClientId::parse(&"a".repeat(3000)), Err(ClientIdError::TooLong));
+        assert_eq!(
+            ClientId::parse(&"a".repeat(3000)),
+            Err(ClientIdError::TooLong)
+        );
         assert_eq!(ClientId::parse("a\nb"), Err(ClientIdError::BadCharacter));
         assert_eq!(ClientId::parse("é"), Err(ClientIdError::BadCharacter));
     }

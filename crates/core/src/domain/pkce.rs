@@ -34,7 +34,9 @@ impl CodeChallenge {
     /// Parse the challenge and its method from an authorization request. A missing method
     /// means `plain` (RFC 7636 §4.3), which we refuse like any other non-S256 method.
     pub fn parse(challenge: Option<&str>, method: Option<&str>) -> Result<Self, PkceError> {
-        let challenge = challenge.filter(|c| !c.is_empty()).ok_or(PkceError::MissingChallenge)?;
+        let challenge = challenge
+            .filter(|c| !c.is_empty())
+            .ok_or(PkceError::MissingChallenge)?;
         if method != Some("S256") {
             return Err(PkceError::UnsupportedMethod);
         }
@@ -94,9 +96,18 @@ mod tests {
 
     #[test]
     fn refuses_plain_missing_and_unknown_methods() {
-        assert_eq!(CodeChallenge::parse(None, Some("S256")), Err(PkceError::MissingChallenge));
-        assert_eq!(CodeChallenge::parse(Some(""), Some("S256")), Err(PkceError::MissingChallenge));
-        assert_eq!(CodeChallenge::parse(Some(CHALLENGE), None), Err(PkceError::UnsupportedMethod));
+        assert_eq!(
+            CodeChallenge::parse(None, Some("S256")),
+            Err(PkceError::MissingChallenge)
+        );
+        assert_eq!(
+            CodeChallenge::parse(Some(""), Some("S256")),
+            Err(PkceError::MissingChallenge)
+        );
+        assert_eq!(
+            CodeChallenge::parse(Some(CHALLENGE), None),
+            Err(PkceError::UnsupportedMethod)
+        );
         assert_eq!(
             CodeChallenge::parse(Some(CHALLENGE), Some("plain")),
             Err(PkceError::UnsupportedMethod)

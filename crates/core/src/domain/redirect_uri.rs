@@ -160,15 +160,27 @@ mod tests {
 
     #[test]
     fn classifies_the_three_kinds() {
-        assert_eq!(uri("https://claude.ai/api/mcp/auth_callback").kind(), RedirectKind::Https);
-        assert_eq!(uri("http://127.0.0.1:33418/").kind(), RedirectKind::Loopback);
+        assert_eq!(
+            uri("https://claude.ai/api/mcp/auth_callback").kind(),
+            RedirectKind::Https
+        );
+        assert_eq!(
+            uri("http://127.0.0.1:33418/").kind(),
+            RedirectKind::Loopback
+        );
         assert_eq!(uri("http://[::1]:9/cb").kind(), RedirectKind::Loopback);
-        assert_eq!(uri("http://localhost:5173/callback").kind(), RedirectKind::Loopback);
+        assert_eq!(
+            uri("http://localhost:5173/callback").kind(),
+            RedirectKind::Loopback
+        );
         assert_eq!(
             uri("cursor://anysphere.cursor-mcp/oauth/callback").kind(),
             RedirectKind::PrivateUse
         );
-        assert_eq!(uri("com.example.app:/oauth2redirect").kind(), RedirectKind::PrivateUse);
+        assert_eq!(
+            uri("com.example.app:/oauth2redirect").kind(),
+            RedirectKind::PrivateUse
+        );
     }
 
     #[test]
@@ -185,7 +197,10 @@ mod tests {
             ("/relative", "relative"),
         ];
         for (raw, why) in cases {
-            assert!(RedirectUri::parse(raw).is_err(), "{raw} should be refused: {why}");
+            assert!(
+                RedirectUri::parse(raw).is_err(),
+                "{raw} should be refused: {why}"
+            );
         }
     }
 
@@ -195,7 +210,10 @@ mod tests {
         assert!(reg.matches(&uri("https://app.example/cb")));
         assert!(!reg.matches(&uri("https://app.example/cb/")));
         assert!(!reg.matches(&uri("https://app.example/cb?x=1")));
-        assert!(!reg.matches(&uri("https://APP.example/cb")), "string comparison, not URL equality");
+        assert!(
+            !reg.matches(&uri("https://APP.example/cb")),
+            "string comparison, not URL equality"
+        );
         assert!(!uri("https://a.example").matches(&uri("https://a.example/")));
     }
 
@@ -205,7 +223,10 @@ mod tests {
         assert!(reg.matches(&uri("http://127.0.0.1:51000/")));
         assert!(reg.matches(&uri("http://127.0.0.1/")));
         assert!(!reg.matches(&uri("http://127.0.0.1:51000/other")));
-        assert!(!reg.matches(&uri("http://localhost:33418/")), "host must be the same");
+        assert!(
+            !reg.matches(&uri("http://localhost:33418/")),
+            "host must be the same"
+        );
         let reg = uri("http://localhost:3000/callback");
         assert!(reg.matches(&uri("http://localhost:49152/callback")));
         assert!(!reg.matches(&uri("http://localhost:49152/callback?x=1")));
@@ -213,8 +234,17 @@ mod tests {
 
     #[test]
     fn display_host_names_where_the_browser_goes() {
-        assert_eq!(uri("https://chatgpt.com/connector/oauth/x").display_host(), "chatgpt.com");
-        assert_eq!(uri("cursor://anysphere.cursor-mcp/oauth/callback").display_host(), "anysphere.cursor-mcp");
-        assert_eq!(uri("com.example.app:/cb").display_host(), "com.example.app:");
+        assert_eq!(
+            uri("https://chatgpt.com/connector/oauth/x").display_host(),
+            "chatgpt.com"
+        );
+        assert_eq!(
+            uri("cursor://anysphere.cursor-mcp/oauth/callback").display_host(),
+            "anysphere.cursor-mcp"
+        );
+        assert_eq!(
+            uri("com.example.app:/cb").display_host(),
+            "com.example.app:"
+        );
     }
 }

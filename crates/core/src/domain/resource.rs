@@ -68,13 +68,22 @@ mod tests {
             ResourceUri::parse("https://example.com/").unwrap().as_str(),
             "https://example.com"
         );
-        assert_ne!(ResourceUri::parse("https://example.com/MCP").unwrap(), canon);
+        assert_ne!(
+            ResourceUri::parse("https://example.com/MCP").unwrap(),
+            canon
+        );
     }
 
     #[test]
     fn rejects_fragments_and_relative_uris() {
-        assert_eq!(ResourceUri::parse("https://a.example/mcp#x"), Err(ResourceError::Fragment));
+        assert_eq!(
+            ResourceUri::parse("https://a.example/mcp#x"),
+            Err(ResourceError::Fragment)
+        );
         assert_eq!(ResourceUri::parse("/mcp"), Err(ResourceError::NotAbsolute));
-        assert_eq!(ResourceUri::parse("urn:x:y"), Err(ResourceError::NotAbsolute));
+        assert_eq!(
+            ResourceUri::parse("urn:x:y"),
+            Err(ResourceError::NotAbsolute)
+        );
     }
 }

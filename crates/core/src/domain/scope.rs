@@ -15,7 +15,11 @@ impl Scope {
         let ok = raw
             .bytes()
             .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
-        if ok { Ok(Self(raw.to_owned())) } else { Err(ScopeError::Malformed) }
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ScopeError::Malformed)
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -51,7 +55,7 @@ impl ScopeSet {
         Ok(Self(set))
     }
 
-    pub fn from_iter<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, ScopeError> {
+    pub fn from_strs<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, ScopeError> {
         let mut set = BTreeSet::new();
         for s in items {
             set.insert(Scope::parse(s)?);
@@ -133,13 +137,19 @@ mod tests {
         let granted = ScopeSet::parse("a b c").unwrap();
         assert!(ScopeSet::parse("a c").unwrap().is_subset(&granted));
         assert!(!ScopeSet::parse("a d").unwrap().is_subset(&granted));
-        assert_eq!(ScopeSet::parse("a d").unwrap().difference(&granted).to_string(), "d");
+        assert_eq!(
+            ScopeSet::parse("a d")
+                .unwrap()
+                .difference(&granted)
+                .to_string(),
+            "d"
+        );
     }
 
     proptest! {
         #[test]
         fn rendering_then_parsing_is_identity(tokens in proptest::collection::vec("[!#-\\[\\]-~]{1,12}", 0..8)) {
-            let set = ScopeSet::from_iter(tokens.iter().map(String::as_str)).unwrap();
+            let set = ScopeSet::from_strs(tokens.iter().map(String::as_str)).unwrap();
             prop_assert_eq!(ScopeSet::parse(&set.to_string()).unwrap(), set);
         }
     }

@@ -63,7 +63,11 @@ impl SecretHash {
 
     /// Constant-time check of a presented secret against this hash.
     pub fn verify(&self, presented: &str) -> bool {
-        SecretHash::of(presented).0.as_bytes().ct_eq(self.0.as_bytes()).into()
+        SecretHash::of(presented)
+            .0
+            .as_bytes()
+            .ct_eq(self.0.as_bytes())
+            .into()
     }
 }
 

@@ -117,9 +117,21 @@ mod tests {
     #[test]
     fn minted_claims_follow_rfc9068() {
         let c = claims();
-        assert_eq!((c.iat, c.exp, c.aud.as_str()), (1000, 1060, "https://as.example/mcp"));
+        assert_eq!(
+            (c.iat, c.exp, c.aud.as_str()),
+            (1000, 1060, "https://as.example/mcp")
+        );
         let json = serde_json::to_value(&c).unwrap();
-        for k in ["iss", "sub", "aud", "client_id", "scope", "exp", "iat", "jti"] {
+        for k in [
+            "iss",
+            "sub",
+            "aud",
+            "client_id",
+            "scope",
+            "exp",
+            "iat",
+            "jti",
+        ] {
             assert!(json.get(k).is_some(), "{k}");
         }
     }
@@ -129,10 +141,22 @@ mod tests {
         let c = claims();
         let (iss, aud) = ("https://as.example", "https://as.example/mcp");
         assert_eq!(validate_claims(&c, iss, aud, 1030, 0), Ok(()));
-        assert_eq!(validate_claims(&c, "https://other", aud, 1030, 0), Err(ClaimsError::WrongIssuer));
-        assert_eq!(validate_claims(&c, iss, "https://as.example/other", 1030, 0), Err(ClaimsError::WrongAudience));
-        assert_eq!(validate_claims(&c, iss, aud, 1060, 0), Err(ClaimsError::Expired));
+        assert_eq!(
+            validate_claims(&c, "https://other", aud, 1030, 0),
+            Err(ClaimsError::WrongIssuer)
+        );
+        assert_eq!(
+            validate_claims(&c, iss, "https://as.example/other", 1030, 0),
+            Err(ClaimsError::WrongAudience)
+        );
+        assert_eq!(
+            validate_claims(&c, iss, aud, 1060, 0),
+            Err(ClaimsError::Expired)
+        );
         assert_eq!(validate_claims(&c, iss, aud, 1060, 5), Ok(()));
-        assert_eq!(validate_claims(&c, iss, aud, 990, 0), Err(ClaimsError::NotYetValid));
+        assert_eq!(
+            validate_claims(&c, iss, aud, 990, 0),
+            Err(ClaimsError::NotYetValid)
+        );
     }
 }

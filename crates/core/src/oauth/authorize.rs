@@ -77,6 +77,9 @@ pub enum AuthorizeError {
 }
 
 /// Validate `params` for `client` (already looked up by the caller from `client_id`).
+// The error carries the redirect URI it goes back to; it is built once per request, so
+// boxing it would buy nothing.
+#[allow(clippy::result_large_err)]
 pub fn validate_authorize(
     params: &AuthorizeParams,
     client: &Client,
@@ -112,7 +115,11 @@ pub fn validate_authorize(
 
     match params.response_type.as_deref() {
         Some("code") => {}
-        None => return Err(redirect(OAuthError::invalid_request("response_type is required"))),
+        None => {
+            return Err(redirect(OAuthError::invalid_request(
+                "response_type is required",
+            )));
+        }
         Some(_) => {
             return Err(redirect(OAuthError::new(
                 ErrorCode::UnsupportedResponseType,
@@ -181,7 +188,9 @@ pub fn decide_scope(
     }
     let unknown = requested.difference(&policy.supported_scopes);
     if !unknown.is_empty() {
-        return Err(OAuthError::invalid_scope(format!("unknown scope: {unknown}")));
+        return Err(OAuthError::invalid_scope(format!(
+            "unknown scope: {unknown}"
+        )));
     }
     if let Some(allowed) = &client.allowed_scopes {
         let mut allowed = allowed.clone();
@@ -209,8 +218,8 @@ pub fn decide_resource(
             .cloned()
             .ok_or_else(|| OAuthError::invalid_target("no resource is configured")),
         [one] => {
-            let parsed = ResourceUri::parse(one)
-                .map_err(|e| OAuthError::invalid_target(e.to_string()))?;
+            let parsed =
+                ResourceUri::parse(one).map_err(|e| OAuthError::invalid_target(e.to_string()))?;
             if resources.contains(&parsed) {
                 Ok(parsed)
             } else {
@@ -219,13 +228,19 @@ pub fn decide_resource(
                 )))
             }
         }
-        _ => Err(OAuthError::invalid_target("only one resource may be requested")),
+        _ => Err(OAuthError::invalid_target(
+            "only one resource may be requested",
+        )),
     }
 }
 
 /// Should the consent page be shown? Not when the user already granted every requested
 /// scope to this client for this resource, unless the client asks with `prompt=consent`.
-pub fn consent_required(previously_granted: Option<&ScopeSet>, requested: &ScopeSet, prompt: Prompt) -> bool {
+pub fn consent_required(
+    previously_granted: Option<&ScopeSet>,
+    requested: &ScopeSet,
+    prompt: Prompt,
+) -> bool {
     if prompt.consent {
         return true;
     }
@@ -288,7 +303,12 @@ mod tests {
             software_id: None,
             software_version: None,
         };
-        Client::from_metadata(ClientId::parse("c1").unwrap(), ClientKind::Dynamic, metadata, None)
+        Client::from_metadata(
+            ClientId::parse("c1").unwrap(),
+            ClientKind::Dynamic,
+            metadata,
+            None,
+        )
     }
 
     fn policy() -> AuthorizePolicy {
@@ -317,10 +337,19 @@ mod tests {
 
     #[test]
     fn valid_request_defaults_scope_and_resource() {
-        let v = validate_authorize(&params(), &client(&["http://127.0.0.1/cb"], None), &policy()).unwrap();
+        let v = validate_authorize(
+            &params(),
+            &client(&["http://127.0.0.1/cb"], None),
+            &policy(),
+        )
+        .unwrap();
         assert_eq!(v.scope.to_string(), "mcp");
         assert_eq!(v.resource.as_str(), "https://as.example/mcp");
-        assert_eq!(v.redirect_uri.as_str(), "http://127.0.0.1:5555/cb", "keeps the run-time port");
+        assert_eq!(
+            v.redirect_uri.as_str(),
+            "http://127.0.0.1:5555/cb",
+            "keeps the run-time port"
+        );
         assert!(v.redirect_uri_explicit);
     }
 
@@ -337,16 +366,26 @@ mod tests {
             let mut p = params();
             p.redirect_uri = redirect.map(str::to_owned);
             p.code_challenge = None; // would be a redirect error, but the URI comes first
-            let r = validate_authorize(&p, &client(&["https://app.example/cb", "https://app.example/2"], None), &policy());
+            let r = validate_authorize(
+                &p,
+                &client(&["https://app.example/cb", "https://app.example/2"], None),
+                &policy(),
+            );
             assert!(matches!(r, Err(AuthorizeError::Local(_))), "{redirect:?}");
         }
         let mut p = params();
         p.redirect_uri = None;
-        assert!(validate_authorize(&p, &c, &policy()).is_ok(), "single registered URI may be omitted");
-        assert!(matches!(
-            validate_authorize(&p, &client(&["http://127.0.0.1/cb"], None), &policy()),
-            Err(AuthorizeError::Local(_))
-        ), "loopback needs the run-time port, so it must be sent");
+        assert!(
+            validate_authorize(&p, &c, &policy()).is_ok(),
+            "single registered URI may be omitted"
+        );
+        assert!(
+            matches!(
+                validate_authorize(&p, &client(&["http://127.0.0.1/cb"], None), &policy()),
+                Err(AuthorizeError::Local(_))
+            ),
+            "loopback needs the run-time port, so it must be sent"
+        );
     }
 
     #[test]
@@ -354,13 +393,22 @@ mod tests {
         let c = client(&["http://127.0.0.1/cb"], None);
         let mut p = params();
         p.code_challenge = None;
-        assert!(is_redirect_with(validate_authorize(&p, &c, &policy()), ErrorCode::InvalidRequest));
+        assert!(is_redirect_with(
+            validate_authorize(&p, &c, &policy()),
+            ErrorCode::InvalidRequest
+        ));
         let mut p = params();
         p.code_challenge_method = Some("plain".into());
-        assert!(is_redirect_with(validate_authorize(&p, &c, &policy()), ErrorCode::InvalidRequest));
+        assert!(is_redirect_with(
+            validate_authorize(&p, &c, &policy()),
+            ErrorCode::InvalidRequest
+        ));
         let mut p = params();
         p.code_challenge_method = None;
-        assert!(is_redirect_with(validate_authorize(&p, &c, &policy()), ErrorCode::InvalidRequest));
+        assert!(is_redirect_with(
+            validate_authorize(&p, &c, &policy()),
+            ErrorCode::InvalidRequest
+        ));
     }
 
     #[test]
@@ -368,36 +416,72 @@ mod tests {
         let c = client(&["http://127.0.0.1/cb"], Some("mcp"));
         let mut p = params();
         p.response_type = Some("token".into());
-        assert!(is_redirect_with(validate_authorize(&p, &c, &policy()), ErrorCode::UnsupportedResponseType));
+        assert!(is_redirect_with(
+            validate_authorize(&p, &c, &policy()),
+            ErrorCode::UnsupportedResponseType
+        ));
         let mut p = params();
         p.scope = Some("mcp admin".into());
-        assert!(is_redirect_with(validate_authorize(&p, &c, &policy()), ErrorCode::InvalidScope));
+        assert!(is_redirect_with(
+            validate_authorize(&p, &c, &policy()),
+            ErrorCode::InvalidScope
+        ));
         let mut p = params();
         p.scope = Some("tools:write".into());
-        assert!(is_redirect_with(validate_authorize(&p, &c, &policy()), ErrorCode::InvalidScope), "not registered");
+        assert!(
+            is_redirect_with(
+                validate_authorize(&p, &c, &policy()),
+                ErrorCode::InvalidScope
+            ),
+            "not registered"
+        );
         let mut p = params();
         p.scope = Some("mcp offline_access".into());
-        assert!(validate_authorize(&p, &c, &policy()).is_ok(), "offline_access for a refreshing client");
+        assert!(
+            validate_authorize(&p, &c, &policy()).is_ok(),
+            "offline_access for a refreshing client"
+        );
         let mut p = params();
         p.resource = vec!["https://other.example/mcp".into()];
-        assert!(is_redirect_with(validate_authorize(&p, &c, &policy()), ErrorCode::InvalidTarget));
+        assert!(is_redirect_with(
+            validate_authorize(&p, &c, &policy()),
+            ErrorCode::InvalidTarget
+        ));
         let mut p = params();
         p.resource = vec!["https://as.example/mcp#frag".into()];
-        assert!(is_redirect_with(validate_authorize(&p, &c, &policy()), ErrorCode::InvalidTarget));
+        assert!(is_redirect_with(
+            validate_authorize(&p, &c, &policy()),
+            ErrorCode::InvalidTarget
+        ));
         let mut p = params();
         p.resource = vec!["https://AS.example/mcp/".into()];
-        assert!(validate_authorize(&p, &c, &policy()).is_ok(), "canonical spelling differences");
+        assert!(
+            validate_authorize(&p, &c, &policy()).is_ok(),
+            "canonical spelling differences"
+        );
     }
 
     #[test]
     fn consent_is_remembered_per_scope_set() {
         let granted = ScopeSet::parse("mcp offline_access").unwrap();
         let p = Prompt::default();
-        assert!(!consent_required(Some(&granted), &ScopeSet::parse("mcp").unwrap(), p));
-        assert!(consent_required(Some(&granted), &ScopeSet::parse("mcp tools:write").unwrap(), p));
+        assert!(!consent_required(
+            Some(&granted),
+            &ScopeSet::parse("mcp").unwrap(),
+            p
+        ));
+        assert!(consent_required(
+            Some(&granted),
+            &ScopeSet::parse("mcp tools:write").unwrap(),
+            p
+        ));
         assert!(consent_required(None, &ScopeSet::parse("mcp").unwrap(), p));
         let forced = Prompt { consent: true, ..p };
-        assert!(consent_required(Some(&granted), &ScopeSet::parse("mcp").unwrap(), forced));
+        assert!(consent_required(
+            Some(&granted),
+            &ScopeSet::parse("mcp").unwrap(),
+            forced
+        ));
     }
 
     #[test]
@@ -411,6 +495,9 @@ mod tests {
         let uri = RedirectUri::parse("https://app.example/cb?x=1").unwrap();
         let err = OAuthError::new(ErrorCode::AccessDenied, "no");
         let e = response_redirect(&uri, "https://as.example", None, Err(&err));
-        assert_eq!(e.as_str(), "https://app.example/cb?x=1&error=access_denied&error_description=no&iss=https%3A%2F%2Fas.example");
+        assert_eq!(
+            e.as_str(),
+            "https://app.example/cb?x=1&error=access_denied&error_description=no&iss=https%3A%2F%2Fas.example"
+        );
     }
 }

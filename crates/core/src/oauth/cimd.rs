@@ -15,29 +15,66 @@ fn invalid_client(d: impl Into<std::borrow::Cow<'static, str>>) -> OAuthError {
 }
 
 /// CIMD §3: an https URL with a path, no fragment, no user information, no dot segments.
-pub fn validate_document_url(client_id: &str) -> Result<Url, OAuthError> {
+///
+/// `allow_http_loopback` is a development setting: it also accepts `http://` URLs on
+/// loopback hosts, so that a local test can serve documents without a certificate.
+pub fn validate_document_url(
+    client_id: &str,
+    allow_http_loopback: bool,
+) -> Result<Url, OAuthError> {
     let url = Url::parse(client_id)
         .map_err(|_| invalid_client("client_id is not a valid metadata document URL"))?;
-    if url.scheme() != "https" {
-        return Err(invalid_client("a metadata document client_id must use https"));
+    let loopback_dev = allow_http_loopback && url.scheme() == "http" && is_loopback(&url);
+    if url.scheme() != "https" && !loopback_dev {
+        return Err(invalid_client(
+            "a metadata document client_id must use https",
+        ));
     }
     if url.host().is_none() || !url.username().is_empty() || url.password().is_some() {
-        return Err(invalid_client("a metadata document client_id needs a host and no user info"));
+        return Err(invalid_client(
+            "a metadata document client_id needs a host and no user info",
+        ));
     }
     if url.fragment().is_some() || client_id.contains('#') {
-        return Err(invalid_client("a metadata document client_id must not have a fragment"));
+        return Err(invalid_client(
+            "a metadata document client_id must not have a fragment",
+        ));
     }
     if url.path() == "/" || url.path().is_empty() {
-        return Err(invalid_client("a metadata document client_id must have a path"));
+        return Err(invalid_client(
+            "a metadata document client_id must have a path",
+        ));
     }
     let raw_path = client_id
         .split_once("://")
         .map(|(_, rest)| rest.split_once('/').map_or("", |(_, p)| p))
         .unwrap_or("");
-    if raw_path.split(['/', '?']).any(|seg| seg == "." || seg == "..") {
-        return Err(invalid_client("a metadata document client_id must not have dot segments"));
+    if raw_path
+        .split(['/', '?'])
+        .any(|seg| seg == "." || seg == "..")
+    {
+        return Err(invalid_client(
+            "a metadata document client_id must not have dot segments",
+        ));
     }
     Ok(url)
+}
+
+/// Does this client id name a metadata document (as opposed to an id we issued)?
+pub fn is_document_url(client_id: &str, allow_http_loopback: bool) -> bool {
+    client_id.starts_with("https://")
+        || (allow_http_loopback
+            && client_id.starts_with("http://")
+            && Url::parse(client_id).is_ok_and(|u| is_loopback(&u)))
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
 }
 
 /// Validate a fetched document for `client_id` (CIMD §4.1, MCP AS-8).
@@ -63,13 +100,19 @@ pub fn validate_document(
         }
     }
     if obj.contains_key("client_secret") || obj.contains_key("client_secret_expires_at") {
-        return Err(invalid_client("client metadata document must not contain a client secret"));
+        return Err(invalid_client(
+            "client metadata document must not contain a client secret",
+        ));
     }
     let name_ok = matches!(obj.get("client_name"), Some(Value::String(s)) if !s.trim().is_empty());
     if !name_ok {
-        return Err(invalid_client("client metadata document needs a client_name"));
+        return Err(invalid_client(
+            "client metadata document needs a client_name",
+        ));
     }
-    let declared = obj.get("token_endpoint_auth_method").and_then(Value::as_str);
+    let declared = obj
+        .get("token_endpoint_auth_method")
+        .and_then(Value::as_str);
     let choices: Vec<&str> = obj
         .get("token_endpoint_auth_methods_supported")
         .and_then(Value::as_array)
@@ -84,14 +127,19 @@ pub fn validate_document(
         )));
     }
     validate_client_metadata(obj, policy, Some(TokenEndpointAuthMethod::None)).map_err(|e| {
-        invalid_client(format!("client metadata document is invalid: {}", e.description))
+        invalid_client(format!(
+            "client metadata document is invalid: {}",
+            e.description
+        ))
     })
 }
 
 /// How long a fetched document may be reused, from its `Cache-Control` header (CIMD §4.3:
 /// SHOULD respect HTTP caching), clamped to `[min, max]` seconds.
 pub fn cache_lifetime(cache_control: Option<&str>, min: i64, max: i64) -> i64 {
-    let Some(header) = cache_control else { return min };
+    let Some(header) = cache_control else {
+        return min;
+    };
     let mut lifetime = None;
     for directive in header.split(',').map(str::trim) {
         let lower = directive.to_ascii_lowercase();
@@ -128,7 +176,11 @@ mod tests {
 
     #[test]
     fn url_rules() {
-        assert!(validate_document_url(URL).is_ok());
+        assert!(validate_document_url(URL, false).is_ok());
+        assert!(validate_document_url("http://127.0.0.1:9/c.json", true).is_ok());
+        assert!(validate_document_url("http://127.0.0.1:9/c.json", false).is_err());
+        assert!(validate_document_url("http://example.com/c.json", true).is_err());
+        assert!(is_document_url(URL, false) && !is_document_url("abc", true));
         for bad in [
             "http://app.example/client.json",
             "https://app.example",
@@ -138,7 +190,7 @@ mod tests {
             "https://app.example/a/../c.json",
             "https://app.example/./c.json",
         ] {
-            assert!(validate_document_url(bad).is_err(), "{bad}");
+            assert!(validate_document_url(bad, false).is_err(), "{bad}");
         }
     }
 
@@ -155,7 +207,10 @@ mod tests {
         });
         let m = validate_document(URL, &doc, &policy()).unwrap();
         assert_eq!(m.token_endpoint_auth_method, TokenEndpointAuthMethod::None);
-        assert_eq!(m.redirect_uris, vec!["https://chatgpt.com/connector/oauth/abc"]);
+        assert_eq!(
+            m.redirect_uris,
+            vec!["https://chatgpt.com/connector/oauth/abc"]
+        );
     }
 
     #[test]
@@ -164,7 +219,10 @@ mod tests {
         assert!(validate_document(URL, &base, &policy()).is_ok());
         let mut other = base.clone();
         other["client_id"] = json!("https://chatgpt.com/oauth/abc/client.json/");
-        assert!(validate_document(URL, &other, &policy()).is_err(), "client_id must match exactly");
+        assert!(
+            validate_document(URL, &other, &policy()).is_err(),
+            "client_id must match exactly"
+        );
         let mut secret = base.clone();
         secret["client_secret"] = json!("s");
         assert!(validate_document(URL, &secret, &policy()).is_err());
@@ -180,7 +238,10 @@ mod tests {
     #[test]
     fn cache_lifetime_honours_max_age_within_bounds() {
         assert_eq!(cache_lifetime(None, 300, 86400), 300);
-        assert_eq!(cache_lifetime(Some("public, max-age=3600"), 300, 86400), 3600);
+        assert_eq!(
+            cache_lifetime(Some("public, max-age=3600"), 300, 86400),
+            3600
+        );
         assert_eq!(cache_lifetime(Some("max-age=5"), 300, 86400), 300);
         assert_eq!(cache_lifetime(Some("max-age=99999999"), 300, 86400), 86400);
         assert_eq!(cache_lifetime(Some("no-store"), 300, 86400), 300);

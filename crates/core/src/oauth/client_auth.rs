@@ -20,16 +20,21 @@ pub enum PresentedCredentials {
 
 impl std::fmt::Debug for PresentedCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PresentedCredentials({:?}, client_id={})", self.method(), self.client_id())
+        write!(
+            f,
+            "PresentedCredentials({:?}, client_id={})",
+            self.method(),
+            self.client_id()
+        )
     }
 }
 
 impl PresentedCredentials {
     pub fn client_id(&self) -> &str {
         match self {
-            Self::Basic { client_id, .. } | Self::Post { client_id, .. } | Self::IdOnly { client_id } => {
-                client_id
-            }
+            Self::Basic { client_id, .. }
+            | Self::Post { client_id, .. }
+            | Self::IdOnly { client_id } => client_id,
         }
     }
 
@@ -53,7 +58,9 @@ pub fn parse_credentials(
         Some(h) => {
             let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
             if !scheme.eq_ignore_ascii_case("basic") {
-                return Err(OAuthError::invalid_client("unsupported Authorization scheme"));
+                return Err(OAuthError::invalid_client(
+                    "unsupported Authorization scheme",
+                ));
             }
             Some(decode_basic(rest.trim())?)
         }
@@ -65,16 +72,25 @@ pub fn parse_credentials(
         )),
         (Some((id, secret)), form_id, None) => {
             if form_id.is_some_and(|f| f != id) {
-                return Err(OAuthError::invalid_request("client_id does not match Basic credentials"));
+                return Err(OAuthError::invalid_request(
+                    "client_id does not match Basic credentials",
+                ));
             }
-            Ok(PresentedCredentials::Basic { client_id: id, secret })
+            Ok(PresentedCredentials::Basic {
+                client_id: id,
+                secret,
+            })
         }
         (None, Some(id), Some(secret)) => Ok(PresentedCredentials::Post {
             client_id: id.to_owned(),
             secret: secret.to_owned(),
         }),
-        (None, Some(id), None) => Ok(PresentedCredentials::IdOnly { client_id: id.to_owned() }),
-        (None, None, _) => Err(OAuthError::invalid_client("client authentication is required")),
+        (None, Some(id), None) => Ok(PresentedCredentials::IdOnly {
+            client_id: id.to_owned(),
+        }),
+        (None, None, _) => Err(OAuthError::invalid_client(
+            "client authentication is required",
+        )),
     }
 }
 
@@ -100,13 +116,20 @@ fn decode_basic(encoded: &str) -> Result<(String, String), OAuthError> {
 /// Check presented credentials against the registered client. The method must be the one
 /// the client registered: a confidential client that sends no secret, or a secret by another
 /// method, is refused with 401 `invalid_client`.
-pub fn authenticate_client(presented: &PresentedCredentials, client: &Client) -> Result<(), OAuthError> {
+pub fn authenticate_client(
+    presented: &PresentedCredentials,
+    client: &Client,
+) -> Result<(), OAuthError> {
     let registered = client.auth_method();
     if presented.method() != registered {
         return Err(OAuthError::invalid_client(match registered {
             TokenEndpointAuthMethod::None => "public client must not send a client secret",
-            TokenEndpointAuthMethod::ClientSecretBasic => "client must authenticate with client_secret_basic",
-            TokenEndpointAuthMethod::ClientSecretPost => "client must authenticate with client_secret_post",
+            TokenEndpointAuthMethod::ClientSecretBasic => {
+                "client must authenticate with client_secret_basic"
+            }
+            TokenEndpointAuthMethod::ClientSecretPost => {
+                "client must authenticate with client_secret_post"
+            }
         }));
     }
     match presented {
@@ -158,7 +181,13 @@ mod tests {
     #[test]
     fn parses_each_method() {
         let b = parse_credentials(Some(&basic("c1", "s%3Ax")), None, None).unwrap();
-        assert_eq!(b, PresentedCredentials::Basic { client_id: "c1".into(), secret: "s:x".into() });
+        assert_eq!(
+            b,
+            PresentedCredentials::Basic {
+                client_id: "c1".into(),
+                secret: "s:x".into()
+            }
+        );
         let p = parse_credentials(None, Some("c1"), Some("s")).unwrap();
         assert_eq!(p.method(), TokenEndpointAuthMethod::ClientSecretPost);
         let n = parse_credentials(None, Some("c1"), None).unwrap();
@@ -177,13 +206,27 @@ mod tests {
     #[test]
     fn method_must_match_registration() {
         let conf = client(TokenEndpointAuthMethod::ClientSecretBasic, Some("s3cret"));
-        let ok = PresentedCredentials::Basic { client_id: "c1".into(), secret: "s3cret".into() };
+        let ok = PresentedCredentials::Basic {
+            client_id: "c1".into(),
+            secret: "s3cret".into(),
+        };
         assert!(authenticate_client(&ok, &conf).is_ok());
-        let wrong = PresentedCredentials::Basic { client_id: "c1".into(), secret: "nope".into() };
+        let wrong = PresentedCredentials::Basic {
+            client_id: "c1".into(),
+            secret: "nope".into(),
+        };
         assert!(authenticate_client(&wrong, &conf).is_err());
-        let post = PresentedCredentials::Post { client_id: "c1".into(), secret: "s3cret".into() };
-        assert!(authenticate_client(&post, &conf).is_err(), "registered basic, used post");
-        let none = PresentedCredentials::IdOnly { client_id: "c1".into() };
+        let post = PresentedCredentials::Post {
+            client_id: "c1".into(),
+            secret: "s3cret".into(),
+        };
+        assert!(
+            authenticate_client(&post, &conf).is_err(),
+            "registered basic, used post"
+        );
+        let none = PresentedCredentials::IdOnly {
+            client_id: "c1".into(),
+        };
         let err = authenticate_client(&none, &conf).unwrap_err();
         assert_eq!(err.status(), 401);
         let public = client(TokenEndpointAuthMethod::None, None);

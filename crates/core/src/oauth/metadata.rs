@@ -25,6 +25,7 @@ pub struct AuthorizationServerMetadata {
     pub client_id_metadata_document_supported: bool,
     /// RFC 9207 §3.
     pub authorization_response_iss_parameter_supported: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub service_documentation: Option<String>,
     // OpenID Connect Discovery 1.0 §3 REQUIRED members, so that clients probing
     // `openid-configuration` (MCP 2025-11-25 and later) accept the document.

@@ -2,9 +2,9 @@
 
 pub mod access_token;
 pub mod authorize;
+pub mod cimd;
 pub mod client;
 pub mod client_auth;
-pub mod cimd;
 pub mod error;
 pub mod metadata;
 pub mod registration;

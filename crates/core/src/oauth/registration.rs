@@ -73,9 +73,9 @@ fn opt_string_array(
 /// A human-readable value shown on the consent page: bounded and free of control characters.
 fn display_string(value: Option<String>, key: &'static str) -> Result<Option<String>, OAuthError> {
     match value {
-        Some(s) if s.chars().count() > 200 => {
-            Err(metadata_error(format!("{key} is longer than 200 characters")))
-        }
+        Some(s) if s.chars().count() > 200 => Err(metadata_error(format!(
+            "{key} is longer than 200 characters"
+        ))),
         Some(s) if s.chars().any(char::is_control) => {
             Err(metadata_error(format!("{key} contains control characters")))
         }
@@ -164,14 +164,15 @@ pub fn validate_client_metadata(
 
     let raw_redirects = opt_string_array(obj, "redirect_uris")?.unwrap_or_default();
     if uses_redirects && raw_redirects.is_empty() {
-        return Err(redirect_error("redirect_uris is required for the authorization_code grant"));
+        return Err(redirect_error(
+            "redirect_uris is required for the authorization_code grant",
+        ));
     }
     if raw_redirects.len() > 20 {
         return Err(redirect_error("at most 20 redirect_uris may be registered"));
     }
     for raw in &raw_redirects {
-        let uri =
-            RedirectUri::parse(raw).map_err(|e| redirect_error(format!("{raw}: {e}")))?;
+        let uri = RedirectUri::parse(raw).map_err(|e| redirect_error(format!("{raw}: {e}")))?;
         if uri.kind() == RedirectKind::PrivateUse {
             if auth_method.is_confidential() {
                 return Err(redirect_error(format!(
@@ -246,7 +247,10 @@ mod tests {
     #[test]
     fn applies_rfc7591_defaults() {
         let m = validate(json!({"redirect_uris": ["https://app.example/cb"]})).unwrap();
-        assert_eq!(m.token_endpoint_auth_method, TokenEndpointAuthMethod::ClientSecretBasic);
+        assert_eq!(
+            m.token_endpoint_auth_method,
+            TokenEndpointAuthMethod::ClientSecretBasic
+        );
         assert_eq!(m.grant_types, vec![GrantType::AuthorizationCode]);
         assert_eq!(m.response_types, vec!["code"]);
     }
@@ -276,14 +280,29 @@ mod tests {
     #[test]
     fn refuses_bad_redirects_with_invalid_redirect_uri() {
         let cases = [
-            (json!({"redirect_uris": ["javascript:alert(1)"], "token_endpoint_auth_method": "none"}), "script"),
-            (json!({"redirect_uris": ["http://evil.example/cb"]}), "plain http"),
-            (json!({"redirect_uris": ["https://a.example/cb#x"]}), "fragment"),
+            (
+                json!({"redirect_uris": ["javascript:alert(1)"], "token_endpoint_auth_method": "none"}),
+                "script",
+            ),
+            (
+                json!({"redirect_uris": ["http://evil.example/cb"]}),
+                "plain http",
+            ),
+            (
+                json!({"redirect_uris": ["https://a.example/cb#x"]}),
+                "fragment",
+            ),
             (json!({"redirect_uris": []}), "none registered"),
             (json!({}), "missing"),
-            (json!({"redirect_uris": ["cursor://x/cb"]}), "private-use for a confidential client"),
-            (json!({"redirect_uris": ["cursor://x/cb"], "token_endpoint_auth_method": "none",
-                    "application_type": "web"}), "private-use for a web app"),
+            (
+                json!({"redirect_uris": ["cursor://x/cb"]}),
+                "private-use for a confidential client",
+            ),
+            (
+                json!({"redirect_uris": ["cursor://x/cb"], "token_endpoint_auth_method": "none",
+                    "application_type": "web"}),
+                "private-use for a web app",
+            ),
         ];
         for (body, why) in cases {
             let err = validate(body).unwrap_err();
@@ -295,19 +314,33 @@ mod tests {
     fn refuses_bad_metadata_with_invalid_client_metadata() {
         let base = |extra: Value| {
             let mut v = json!({"redirect_uris": ["https://a.example/cb"]});
-            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
             v
         };
         let cases = [
-            (json!({"token_endpoint_auth_method": "private_key_jwt"}), "unsupported auth method"),
+            (
+                json!({"token_endpoint_auth_method": "private_key_jwt"}),
+                "unsupported auth method",
+            ),
             (json!({"grant_types": ["implicit"]}), "implicit grant"),
             (json!({"response_types": ["token"]}), "token response type"),
-            (json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "none"}), "public client_credentials"),
+            (
+                json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "none"}),
+                "public client_credentials",
+            ),
             (json!({"client_name": 7}), "wrong type"),
             (json!({"client_name": "a\u{7}b"}), "control character"),
             (json!({"logo_uri": "javascript:x"}), "script logo"),
-            (json!({"application_type": "desktop"}), "unknown application type"),
-            (json!({"redirect_uris": "https://a.example/cb"}), "string instead of array"),
+            (
+                json!({"application_type": "desktop"}),
+                "unknown application type",
+            ),
+            (
+                json!({"redirect_uris": "https://a.example/cb"}),
+                "string instead of array",
+            ),
         ];
         for (extra, why) in cases {
             let err = validate(base(extra)).unwrap_err();
@@ -317,9 +350,11 @@ mod tests {
 
     #[test]
     fn keeps_only_supported_scopes() {
-        let m = validate(json!({"redirect_uris": ["https://a.example/cb"], "scope": "mcp admin"})).unwrap();
+        let m = validate(json!({"redirect_uris": ["https://a.example/cb"], "scope": "mcp admin"}))
+            .unwrap();
         assert_eq!(m.scope.as_deref(), Some("mcp"));
-        let m = validate(json!({"redirect_uris": ["https://a.example/cb"], "scope": "admin"})).unwrap();
+        let m =
+            validate(json!({"redirect_uris": ["https://a.example/cb"], "scope": "admin"})).unwrap();
         assert_eq!(m.scope, None);
     }
 

@@ -53,11 +53,19 @@ pub struct ThrottleState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     /// Go ahead, after waiting this long.
-    Allowed { delay_ms: u64 },
-    Locked { until: UnixTime },
+    Allowed {
+        delay_ms: u64,
+    },
+    Locked {
+        until: UnixTime,
+    },
 }
 
-fn live(state: Option<&ThrottleState>, now: UnixTime, policy: &ThrottlePolicy) -> Option<ThrottleState> {
+fn live(
+    state: Option<&ThrottleState>,
+    now: UnixTime,
+    policy: &ThrottlePolicy,
+) -> Option<ThrottleState> {
     let s = *state?;
     if let Some(until) = s.locked_until {
         return (now < until).then_some(s);
@@ -77,14 +85,24 @@ pub fn admit(state: Option<&ThrottleState>, now: UnixTime, policy: &ThrottlePoli
     }
     let exponent = (s.failures - policy.delay_after).min(16) as u32;
     let delay = policy.base_delay_ms.saturating_mul(1u64 << exponent);
-    Admission::Allowed { delay_ms: delay.min(policy.max_delay_ms) }
+    Admission::Allowed {
+        delay_ms: delay.min(policy.max_delay_ms),
+    }
 }
 
 /// The state after one more failed attempt.
-pub fn record_failure(state: Option<&ThrottleState>, now: UnixTime, policy: &ThrottlePolicy) -> ThrottleState {
+pub fn record_failure(
+    state: Option<&ThrottleState>,
+    now: UnixTime,
+    policy: &ThrottlePolicy,
+) -> ThrottleState {
     let mut s = live(state, now, policy)
         .filter(|s| s.locked_until.is_none())
-        .unwrap_or(ThrottleState { failures: 0, window_start: now, locked_until: None });
+        .unwrap_or(ThrottleState {
+            failures: 0,
+            window_start: now,
+            locked_until: None,
+        });
     s.failures += 1;
     if s.failures >= policy.lockout_after {
         s.locked_until = Some(now + policy.lockout_seconds);
@@ -124,15 +142,26 @@ mod tests {
             ]
         );
         assert_eq!(admit(s.as_ref(), 15, &P), Admission::Locked { until: 74 });
-        assert_eq!(admit(s.as_ref(), 74, &P), Admission::Allowed { delay_ms: 0 }, "lock expires");
+        assert_eq!(
+            admit(s.as_ref(), 74, &P),
+            Admission::Allowed { delay_ms: 0 },
+            "lock expires"
+        );
         let after = record_failure(s.as_ref(), 80, &P);
         assert_eq!(after.failures, 1, "a fresh window starts after the lockout");
     }
 
     #[test]
     fn old_failures_fall_out_of_the_window() {
-        let s = ThrottleState { failures: 4, window_start: 0, locked_until: None };
-        assert_eq!(admit(Some(&s), 50, &P), Admission::Allowed { delay_ms: 350 });
+        let s = ThrottleState {
+            failures: 4,
+            window_start: 0,
+            locked_until: None,
+        };
+        assert_eq!(
+            admit(Some(&s), 50, &P),
+            Admission::Allowed { delay_ms: 350 }
+        );
         assert_eq!(admit(Some(&s), 100, &P), Admission::Allowed { delay_ms: 0 });
         assert_eq!(record_failure(Some(&s), 100, &P).failures, 1);
     }

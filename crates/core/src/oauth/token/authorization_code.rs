@@ -53,14 +53,19 @@ pub fn check_code_exchange(
         return Err(CodeRejection::Replayed);
     }
     if code.client_id != req.client_id {
-        return Err(OAuthError::invalid_grant("authorization code was issued to another client").into());
+        return Err(
+            OAuthError::invalid_grant("authorization code was issued to another client").into(),
+        );
     }
     if now >= code.expires_at {
         return Err(OAuthError::invalid_grant("authorization code has expired").into());
     }
     match req.redirect_uri {
         Some(r) if r != code.redirect_uri => {
-            return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request").into());
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            )
+            .into());
         }
         None if code.redirect_uri_explicit => {
             return Err(OAuthError::invalid_request("redirect_uri is required").into());
@@ -70,10 +75,12 @@ pub fn check_code_exchange(
     let verifier = req
         .code_verifier
         .ok_or_else(|| OAuthError::invalid_request("code_verifier is required (PKCE)"))?;
-    let verifier = CodeVerifier::parse(verifier)
-        .map_err(|e| OAuthError::invalid_grant(e.to_string()))?;
+    let verifier =
+        CodeVerifier::parse(verifier).map_err(|e| OAuthError::invalid_grant(e.to_string()))?;
     if !code.code_challenge.is_satisfied_by(&verifier) {
-        return Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge").into());
+        return Err(
+            OAuthError::invalid_grant("code_verifier does not match the code_challenge").into(),
+        );
     }
     check_bound_resource(req.resource, &code.resource)?;
     Ok(())
@@ -85,10 +92,14 @@ pub fn check_bound_resource(requested: &[String], bound: &ResourceUri) -> Result
         [] => Ok(()),
         [one] => match ResourceUri::parse(one) {
             Ok(r) if &r == bound => Ok(()),
-            Ok(_) => Err(OAuthError::invalid_target("resource differs from the one authorized")),
+            Ok(_) => Err(OAuthError::invalid_target(
+                "resource differs from the one authorized",
+            )),
             Err(e) => Err(OAuthError::invalid_target(e.to_string())),
         },
-        _ => Err(OAuthError::invalid_target("only one resource may be requested")),
+        _ => Err(OAuthError::invalid_target(
+            "only one resource may be requested",
+        )),
     }
 }
 
@@ -138,22 +149,79 @@ mod tests {
     fn consumed_code_is_a_replay_whoever_presents_it() {
         let mut c = code();
         c.consumed = true;
-        assert_eq!(check_code_exchange(&c, &req(), 10), Err(CodeRejection::Replayed));
-        let other = CodeExchange { client_id: "c2", ..req() };
-        assert_eq!(check_code_exchange(&c, &other, 10), Err(CodeRejection::Replayed));
+        assert_eq!(
+            check_code_exchange(&c, &req(), 10),
+            Err(CodeRejection::Replayed)
+        );
+        let other = CodeExchange {
+            client_id: "c2",
+            ..req()
+        };
+        assert_eq!(
+            check_code_exchange(&c, &other, 10),
+            Err(CodeRejection::Replayed)
+        );
     }
 
     #[test]
     fn each_mismatch_is_refused() {
         let c = code();
         let table: Vec<(CodeExchange<'static>, UnixTime, ErrorCode, &str)> = vec![
-            (CodeExchange { client_id: "c2", ..req() }, 10, ErrorCode::InvalidGrant, "other client"),
+            (
+                CodeExchange {
+                    client_id: "c2",
+                    ..req()
+                },
+                10,
+                ErrorCode::InvalidGrant,
+                "other client",
+            ),
             (req(), 1_000, ErrorCode::InvalidGrant, "expired"),
-            (CodeExchange { redirect_uri: Some("http://127.0.0.1:5001/cb"), ..req() }, 10, ErrorCode::InvalidGrant, "redirect differs"),
-            (CodeExchange { redirect_uri: None, ..req() }, 10, ErrorCode::InvalidRequest, "redirect missing"),
-            (CodeExchange { code_verifier: None, ..req() }, 10, ErrorCode::InvalidRequest, "verifier missing"),
-            (CodeExchange { code_verifier: Some("x"), ..req() }, 10, ErrorCode::InvalidGrant, "verifier malformed"),
-            (CodeExchange { code_verifier: Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"), ..req() }, 10, ErrorCode::InvalidGrant, "verifier wrong"),
+            (
+                CodeExchange {
+                    redirect_uri: Some("http://127.0.0.1:5001/cb"),
+                    ..req()
+                },
+                10,
+                ErrorCode::InvalidGrant,
+                "redirect differs",
+            ),
+            (
+                CodeExchange {
+                    redirect_uri: None,
+                    ..req()
+                },
+                10,
+                ErrorCode::InvalidRequest,
+                "redirect missing",
+            ),
+            (
+                CodeExchange {
+                    code_verifier: None,
+                    ..req()
+                },
+                10,
+                ErrorCode::InvalidRequest,
+                "verifier missing",
+            ),
+            (
+                CodeExchange {
+                    code_verifier: Some("x"),
+                    ..req()
+                },
+                10,
+                ErrorCode::InvalidGrant,
+                "verifier malformed",
+            ),
+            (
+                CodeExchange {
+                    code_verifier: Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+                    ..req()
+                },
+                10,
+                ErrorCode::InvalidGrant,
+                "verifier wrong",
+            ),
         ];
         for (r, now, expected, why) in table {
             assert_eq!(code_of(check_code_exchange(&c, &r, now)), expected, "{why}");
@@ -164,10 +232,27 @@ mod tests {
     fn resource_may_repeat_but_not_change() {
         let c = code();
         let same = ["https://as.example/mcp/".to_string()];
-        assert_eq!(check_code_exchange(&c, &CodeExchange { resource: &same, ..req() }, 10), Ok(()));
+        assert_eq!(
+            check_code_exchange(
+                &c,
+                &CodeExchange {
+                    resource: &same,
+                    ..req()
+                },
+                10
+            ),
+            Ok(())
+        );
         let other = ["https://as.example/other".to_string()];
         assert_eq!(
-            code_of(check_code_exchange(&c, &CodeExchange { resource: &other, ..req() }, 10)),
+            code_of(check_code_exchange(
+                &c,
+                &CodeExchange {
+                    resource: &other,
+                    ..req()
+                },
+                10
+            )),
             ErrorCode::InvalidTarget
         );
     }

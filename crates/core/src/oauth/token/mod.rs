@@ -50,7 +50,9 @@ pub fn parse_token_request(form: &[(String, String)]) -> Result<TokenRequest, OA
     for (k, _) in form {
         if k != "resource" {
             if seen.contains(&k.as_str()) {
-                return Err(OAuthError::invalid_request(format!("parameter `{k}` is repeated")));
+                return Err(OAuthError::invalid_request(format!(
+                    "parameter `{k}` is repeated"
+                )));
             }
             seen.push(k);
         }
@@ -106,7 +108,11 @@ pub struct TokenResponse {
 
 impl std::fmt::Debug for TokenResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TokenResponse(scope={}, expires_in={})", self.scope, self.expires_in)
+        write!(
+            f,
+            "TokenResponse(scope={}, expires_in={})",
+            self.scope, self.expires_in
+        )
     }
 }
 
@@ -115,14 +121,25 @@ mod tests {
     use super::*;
 
     fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn dispatches_on_grant_type() {
-        let r = parse_token_request(&form(&[("grant_type", "authorization_code"), ("code", "c")])).unwrap();
+        let r = parse_token_request(&form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "c"),
+        ]))
+        .unwrap();
         assert!(matches!(r, TokenRequest::AuthorizationCode { .. }));
-        let r = parse_token_request(&form(&[("grant_type", "refresh_token"), ("refresh_token", "r")])).unwrap();
+        let r = parse_token_request(&form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "r"),
+        ]))
+        .unwrap();
         assert!(matches!(r, TokenRequest::RefreshToken { .. }));
         let r = parse_token_request(&form(&[("grant_type", "client_credentials")])).unwrap();
         assert!(matches!(r, TokenRequest::ClientCredentials { .. }));
@@ -147,7 +164,11 @@ mod tests {
 
     #[test]
     fn debug_hides_secrets() {
-        let r = parse_token_request(&form(&[("grant_type", "authorization_code"), ("code", "SECRETCODE")])).unwrap();
+        let r = parse_token_request(&form(&[
+            ("grant_type", "authorization_code"),
+            ("code", "SECRETCODE"),
+        ]))
+        .unwrap();
         assert!(!format!("{r:?}").contains("SECRETCODE"));
     }
 }

@@ -99,7 +99,11 @@ pub fn check_refresh(
                 )
                 .into());
             }
-            if requested.is_empty() { token.scope.clone() } else { requested }
+            if requested.is_empty() {
+                token.scope.clone()
+            } else {
+                requested
+            }
         }
     };
     check_bound_resource(requested_resource, &token.resource)?;
@@ -141,17 +145,37 @@ mod tests {
     fn retry_within_grace_reissues_and_later_replay_is_reuse() {
         let mut t = token();
         t.used_at = Some(100);
-        assert_eq!(check_refresh(&t, "c1", None, &[], 105, 5).unwrap().0, RefreshAction::ReissueWithinGrace);
-        assert_eq!(check_refresh(&t, "c1", None, &[], 106, 5), Err(RefreshRejection::Reused));
+        assert_eq!(
+            check_refresh(&t, "c1", None, &[], 105, 5).unwrap().0,
+            RefreshAction::ReissueWithinGrace
+        );
+        assert_eq!(
+            check_refresh(&t, "c1", None, &[], 106, 5),
+            Err(RefreshRejection::Reused)
+        );
         t.child_used = true;
-        assert_eq!(check_refresh(&t, "c1", None, &[], 101, 5), Err(RefreshRejection::Reused), "child already used");
+        assert_eq!(
+            check_refresh(&t, "c1", None, &[], 101, 5),
+            Err(RefreshRejection::Reused),
+            "child already used"
+        );
     }
 
     #[test]
     fn scope_may_narrow_but_not_widen() {
         let (_, s) = check_refresh(&token(), "c1", Some("mcp"), &[], 100, 5).unwrap();
         assert_eq!(s.to_string(), "mcp");
-        assert_eq!(rejected_code(check_refresh(&token(), "c1", Some("mcp admin"), &[], 100, 5)), ErrorCode::InvalidScope);
+        assert_eq!(
+            rejected_code(check_refresh(
+                &token(),
+                "c1",
+                Some("mcp admin"),
+                &[],
+                100,
+                5
+            )),
+            ErrorCode::InvalidScope
+        );
     }
 
     #[test]
@@ -159,15 +183,27 @@ mod tests {
         let same = ["https://as.example/mcp".to_string()];
         assert!(check_refresh(&token(), "c1", None, &same, 100, 5).is_ok());
         let other = ["https://evil.example/mcp".to_string()];
-        assert_eq!(rejected_code(check_refresh(&token(), "c1", None, &other, 100, 5)), ErrorCode::InvalidTarget);
+        assert_eq!(
+            rejected_code(check_refresh(&token(), "c1", None, &other, 100, 5)),
+            ErrorCode::InvalidTarget
+        );
     }
 
     #[test]
     fn dead_tokens_are_invalid_grant() {
         let mut revoked = token();
         revoked.revoked = true;
-        assert_eq!(rejected_code(check_refresh(&revoked, "c1", None, &[], 100, 5)), ErrorCode::InvalidGrant);
-        assert_eq!(rejected_code(check_refresh(&token(), "c2", None, &[], 100, 5)), ErrorCode::InvalidGrant);
-        assert_eq!(rejected_code(check_refresh(&token(), "c1", None, &[], 10_000, 5)), ErrorCode::InvalidGrant);
+        assert_eq!(
+            rejected_code(check_refresh(&revoked, "c1", None, &[], 100, 5)),
+            ErrorCode::InvalidGrant
+        );
+        assert_eq!(
+            rejected_code(check_refresh(&token(), "c2", None, &[], 100, 5)),
+            ErrorCode::InvalidGrant
+        );
+        assert_eq!(
+            rejected_code(check_refresh(&token(), "c1", None, &[], 10_000, 5)),
+            ErrorCode::InvalidGrant
+        );
     }
 }

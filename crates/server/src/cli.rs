@@ -1,0 +1,417 @@
+//! The command line: `serve`, `migrate`, `check-config`, and the `user`, `client` and `keys`
+//! administration commands. Each returns an error that `main` prints as one line.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use mcp_oauth_core::oauth::client::{
+    ClientKind, ClientMetadata, GrantType, TokenEndpointAuthMethod,
+};
+use mcp_oauth_core::oauth::registration::validate_client_metadata;
+use mcp_oauth_store::{ClientRow, Db, StoreError, UserRow};
+
+use crate::clock::Clock;
+use crate::config::{self, Overrides, Settings};
+use crate::identity::{normalize_email, password};
+use crate::startup::{Application, connect_db, shutdown_signal};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcp-oauth",
+    version,
+    about = "OAuth 2.1 authorization server and protected MCP server"
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "MCP_OAUTH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Database URL (overrides the file and MCP_OAUTH_DATABASE_URL).
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate the configuration and print it (secrets redacted).
+    CheckConfig,
+    /// Manage local user accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage pre-registered OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Public URL (the issuer), e.g. https://mcp.example.com.
+    #[arg(long)]
+    pub public_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password is read from standard input (prompted on a terminal).
+    Add {
+        email: String,
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user: sessions end and every grant is revoked.
+    Disable { email: String },
+    /// Set a user's password (read like `user add`).
+    SetPassword { email: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Pre-register a client. A confidential client's secret is printed once.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// Redirect URI (repeatable).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// A confidential client (client_secret_basic unless --auth-method says otherwise).
+        #[arg(long)]
+        confidential: bool,
+        /// client_secret_basic or client_secret_post, for confidential clients.
+        #[arg(long)]
+        auth_method: Option<String>,
+        /// Space-separated scopes the client may request (default: any supported scope).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Allow the client_credentials grant (confidential clients only).
+        #[arg(long)]
+        client_credentials: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List clients.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a client; its grants and tokens are revoked.
+    Remove { client_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Start signing with a new key; old keys stay published until their tokens expire.
+    Rotate,
+}
+
+fn settings(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<Settings> {
+    let overrides = Overrides {
+        listen: serve.and_then(|s| s.listen.clone()),
+        public_url: serve.and_then(|s| s.public_url.clone()),
+        database_url: cli.database_url.clone(),
+    };
+    let raw = config::load(cli.config.as_deref(), &overrides)?;
+    Ok(raw.validate()?)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => serve(settings(&cli, Some(args))?).await,
+        Command::CheckConfig => check_config(&settings(&cli, None)?),
+        command => {
+            let settings = settings(&cli, None)?;
+            let db = connect_db(&settings.database_url).await?;
+            let result = admin(command, &settings, &db).await;
+            db.close().await;
+            result
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    crate::telemetry::init(settings.log_format, &settings.log_level);
+    if settings.tls.is_some() {
+        bail!(
+            "`tls`: serving TLS directly is not available in this build; terminate TLS at a proxy and remove the [tls] section"
+        );
+    }
+    let app = Application::build(settings, Clock::system()).await?;
+    let state = app.state().clone();
+    if let Some(url) = app.setup_url().await? {
+        // Printed, not only logged: this is how the operator finishes installation.
+        println!(
+            "No account exists yet. Create the first administrator at:\n\n    {url}\n\n(or run `mcp-oauth user add <email> --admin`)"
+        );
+    }
+    tracing::info!(
+        listen = %app.local_addr(),
+        issuer = %state.settings.issuer,
+        database = ?state.db.backend(),
+        "mcp-oauth is serving"
+    );
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+fn check_config(s: &Settings) -> anyhow::Result<()> {
+    let summary = json!({
+        "issuer": s.issuer,
+        "listen": s.listen.to_string(),
+        "database_url": crate::startup::redact_url(&s.database_url),
+        "resources": s.resources.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "scopes_supported": s.supported_scopes.to_string(),
+        "access_ttl": s.tokens.access_ttl,
+        "refresh_ttl": s.tokens.refresh_ttl,
+        "code_ttl": s.tokens.code_ttl,
+        "signing_alg": s.tokens.signing_alg.as_str(),
+        "dynamic_registration": s.registration.enabled,
+        "client_id_metadata_documents": s.cimd.enabled,
+    });
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    println!("configuration is valid");
+    Ok(())
+}
+
+/// Read a password: prompted without echo on a terminal, else one line of standard input.
+fn read_password() -> anyhow::Result<String> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Repeat password: ")?;
+        if first != again {
+            bail!("the passwords do not match");
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .context("reading the password from standard input failed")?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    password::check_new_password(&password).map_err(|why| anyhow!(why))?;
+    Ok(password)
+}
+
+fn now() -> i64 {
+    Clock::system().now()
+}
+
+async fn admin(command: &Command, settings: &Settings, db: &Db) -> anyhow::Result<()> {
+    let out = &mut std::io::stdout();
+    match command {
+        Command::Migrate => writeln!(out, "migrations applied")?,
+        Command::User(UserCommand::Add { email, admin }) => {
+            let email = normalize_email(email)
+                .ok_or_else(|| anyhow!("{email:?} is not an email address"))?;
+            let hash = password::hash(read_password()?).await?;
+            let user = UserRow {
+                id: crate::random::id(),
+                email: email.clone(),
+                password_hash: Some(hash),
+                is_admin: i64::from(*admin),
+                created_at: now(),
+                disabled_at: None,
+            };
+            match db.insert_user(&user).await {
+                Err(StoreError::Conflict) => bail!("a user with email {email} already exists"),
+                other => other?,
+            }
+            writeln!(
+                out,
+                "user {email} added{}",
+                if *admin { " (administrator)" } else { "" }
+            )?;
+        }
+        Command::User(UserCommand::List { json }) => {
+            let users = db.list_users().await?;
+            if *json {
+                let list: Vec<_> = users
+                    .iter()
+                    .map(|u| json!({"id": u.id, "email": u.email, "admin": u.is_admin(), "disabled": u.is_disabled(), "created_at": u.created_at}))
+                    .collect();
+                writeln!(out, "{}", serde_json::to_string(&list)?)?;
+            } else {
+                for u in users {
+                    let flags = [(u.is_admin(), "admin"), (u.is_disabled(), "disabled")]
+                        .iter()
+                        .filter(|(on, _)| *on)
+                        .map(|(_, n)| *n)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    writeln!(out, "{}\t{}\t{}", u.id, u.email, flags)?;
+                }
+            }
+        }
+        Command::User(UserCommand::Disable { email }) => {
+            let email = normalize_email(email).unwrap_or_default();
+            let user = db
+                .find_user_by_email(&email)
+                .await?
+                .ok_or_else(|| anyhow!("no user with email {email}"))?;
+            if !db
+                .disable_user(&user.id, now(), settings.tokens.access_ttl + 120)
+                .await?
+            {
+                bail!("user {email} is already disabled");
+            }
+            writeln!(
+                out,
+                "user {email} disabled; sessions ended and grants revoked"
+            )?;
+        }
+        Command::User(UserCommand::SetPassword { email }) => {
+            let email = normalize_email(email).unwrap_or_default();
+            let user = db
+                .find_user_by_email(&email)
+                .await?
+                .ok_or_else(|| anyhow!("no user with email {email}"))?;
+            let hash = password::hash(read_password()?).await?;
+            db.set_password_hash(&user.id, &hash).await?;
+            db.delete_user_sessions(&user.id).await?;
+            writeln!(out, "password of {email} changed; existing sessions ended")?;
+        }
+        Command::Client(ClientCommand::Add {
+            name,
+            redirect_uris,
+            confidential,
+            auth_method,
+            scope,
+            client_credentials,
+            json,
+        }) => {
+            let method = match (confidential, auth_method.as_deref()) {
+                (false, None) => TokenEndpointAuthMethod::None,
+                (false, Some(_)) => bail!("--auth-method needs --confidential"),
+                (true, None) => TokenEndpointAuthMethod::ClientSecretBasic,
+                (true, Some(m)) => match TokenEndpointAuthMethod::parse(m) {
+                    Some(m) if m.is_confidential() => m,
+                    _ => bail!("--auth-method must be client_secret_basic or client_secret_post"),
+                },
+            };
+            let mut grants = vec![];
+            if !redirect_uris.is_empty() {
+                grants.extend([GrantType::AuthorizationCode, GrantType::RefreshToken]);
+            }
+            if *client_credentials {
+                grants.push(GrantType::ClientCredentials);
+            }
+            if grants.is_empty() {
+                bail!("give at least one --redirect-uri, or --client-credentials");
+            }
+            let request = json!({
+                "client_name": name,
+                "redirect_uris": redirect_uris,
+                "grant_types": grants.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+                "token_endpoint_auth_method": method.as_str(),
+                "scope": scope,
+            });
+            let obj = request
+                .as_object()
+                .ok_or_else(|| anyhow!("internal: request is not an object"))?;
+            let policy = mcp_oauth_core::oauth::registration::RegistrationPolicy {
+                supported_scopes: settings.supported_scopes.clone(),
+                private_use_schemes: settings.private_use_schemes.clone(),
+            };
+            let metadata: ClientMetadata = validate_client_metadata(obj, &policy, None)
+                .map_err(|e| anyhow!("{}", e.description))?;
+            let secret = method.is_confidential().then(crate::random::secret);
+            let row = ClientRow {
+                id: crate::random::id(),
+                kind: ClientKind::Preregistered.as_str().to_owned(),
+                metadata: serde_json::to_string(&metadata)?,
+                secret_hash: secret.as_ref().map(|s| s.hash().as_str().to_owned()),
+                metadata_hash: None,
+                created_at: now(),
+                last_used_at: None,
+                refresh_after: None,
+            };
+            db.insert_client(&row).await?;
+            if *json {
+                let mut v =
+                    json!({"client_id": row.id, "token_endpoint_auth_method": method.as_str()});
+                if let Some(s) = &secret {
+                    v["client_secret"] = json!(s.expose());
+                }
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(out, "client_id: {}", row.id)?;
+                if let Some(s) = &secret {
+                    writeln!(
+                        out,
+                        "client_secret: {}\n(shown once; store it now)",
+                        s.expose()
+                    )?;
+                }
+            }
+        }
+        Command::Client(ClientCommand::List { json }) => {
+            let clients = db.list_clients().await?;
+            let rows: Vec<_> = clients
+                .iter()
+                .map(|c| {
+                    let m: Option<ClientMetadata> = serde_json::from_str(&c.metadata).ok();
+                    let name = m
+                        .as_ref()
+                        .and_then(|m| m.client_name.clone())
+                        .unwrap_or_default();
+                    let redirects = m.map(|m| m.redirect_uris).unwrap_or_default();
+                    (c, name, redirects)
+                })
+                .collect();
+            if *json {
+                let list: Vec<_> = rows
+                    .iter()
+                    .map(|(c, name, r)| json!({"client_id": c.id, "kind": c.kind, "name": name, "redirect_uris": r, "created_at": c.created_at, "last_used_at": c.last_used_at}))
+                    .collect();
+                writeln!(out, "{}", serde_json::to_string(&list)?)?;
+            } else {
+                for (c, name, r) in rows {
+                    writeln!(out, "{}\t{}\t{}\t{}", c.id, c.kind, name, r.join(" "))?;
+                }
+            }
+        }
+        Command::Client(ClientCommand::Remove { client_id }) => {
+            if !db
+                .delete_client(client_id, now(), settings.tokens.access_ttl + 120)
+                .await?
+            {
+                bail!("no client with id {client_id}");
+            }
+            writeln!(out, "client {client_id} removed; its grants were revoked")?;
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            let kid = crate::keys::rotate(
+                db,
+                settings.tokens.signing_alg,
+                now(),
+                settings.tokens.access_ttl,
+            )
+            .await?;
+            writeln!(
+                out,
+                "new signing key {kid} is active; running instances pick it up within a minute"
+            )?;
+        }
+        Command::Serve(_) | Command::CheckConfig => unreachable!("handled by run"),
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! Background work on a schedule: deleting what has expired, reloading signing keys rotated
+//! by another instance, and polling published revocations.
+
+use std::time::Duration;
+
+use mcp_oauth_store::CleanupPolicy;
+use tokio::task::JoinHandle;
+
+use crate::revocation::POLL_INTERVAL;
+use crate::state::AppState;
+
+const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+
+pub async fn run_cleanup(state: &AppState) -> anyhow::Result<()> {
+    let policy = CleanupPolicy {
+        code_retention: 86_400,
+        revoked_retention: 7 * 86_400,
+        stale_client_after: state.settings.registration.stale_after_days * 86_400,
+    };
+    let report = state.db.delete_expired(state.clock.now(), &policy).await?;
+    if report.total() > 0 {
+        tracing::info!(?report, "expired records deleted");
+    }
+    Ok(())
+}
+
+/// Start the background tasks; the caller aborts them at shutdown.
+pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
+    let cleanup = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(state.settings.housekeeping_interval);
+            loop {
+                tick.tick().await;
+                if let Err(e) = run_cleanup(&state).await {
+                    tracing::error!(error = %format!("{e:#}"), "cleanup failed");
+                }
+            }
+        })
+    };
+    let keys = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(KEY_RELOAD_INTERVAL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = state.keys.reload(state.clock.now()).await {
+                    tracing::error!(error = %format!("{e:#}"), "reloading signing keys failed");
+                }
+            }
+        })
+    };
+    let revocations = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POLL_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = state.revocations.poll(&state.db, state.clock.now()).await {
+                    tracing::warn!(error = %e, "polling revocations failed");
+                }
+            }
+        })
+    };
+    vec![cleanup, keys, revocations]
+}

@@ -1,0 +1,157 @@
+//! Errors as responses. An OAuth error is shown to the client in its RFC's shape; anything
+//! internal becomes an opaque 500 whose cause is logged once, by the `log_errors` layer.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use mcp_oauth_core::oauth::{ErrorCode, OAuthError};
+
+/// The cause of a 500, carried in response extensions to the logging layer.
+#[derive(Debug, Clone)]
+pub struct InternalCause(pub String);
+
+/// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1, §5.2).
+pub fn no_store(response: &mut Response) {
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// Error from a JSON endpoint (token, registration, revocation, introspection).
+#[derive(Debug)]
+pub enum ApiError {
+    OAuth(OAuthError),
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<OAuthError> for ApiError {
+    fn from(e: OAuthError) -> Self {
+        Self::OAuth(e)
+    }
+}
+
+impl From<mcp_oauth_store::StoreError> for ApiError {
+    fn from(e: mcp_oauth_store::StoreError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (error, internal) = match self {
+            Self::OAuth(e) => (e, None),
+            Self::Internal(cause) => (
+                OAuthError::new(ErrorCode::ServerError, "internal error"),
+                Some(InternalCause(format!("{cause:#}"))),
+            ),
+        };
+        let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut response = (
+            status,
+            Json(json!({"error": error.code.as_str(), "error_description": error.description})),
+        )
+            .into_response();
+        no_store(&mut response);
+        if error.code == ErrorCode::InvalidClient {
+            // RFC 6749 §5.2: a 401 names the scheme the client should authenticate with.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"mcp-oauth\""),
+            );
+        }
+        if let Some(cause) = internal {
+            response.extensions_mut().insert(cause);
+        }
+        response
+    }
+}
+
+/// What an error page says; turned into HTML by `middleware::error_pages`.
+#[derive(Debug, Clone)]
+pub struct ErrorPageContent {
+    pub title: &'static str,
+    pub detail: String,
+}
+
+/// Error from a browser page: an HTML error page, never a redirect.
+#[derive(Debug)]
+pub enum PageError {
+    Status {
+        status: StatusCode,
+        title: &'static str,
+        detail: String,
+    },
+    Internal(anyhow::Error),
+}
+
+impl PageError {
+    pub fn bad_request(title: &'static str, detail: impl Into<String>) -> Self {
+        Self::Status {
+            status: StatusCode::BAD_REQUEST,
+            title,
+            detail: detail.into(),
+        }
+    }
+    pub fn not_found() -> Self {
+        Self::Status {
+            status: StatusCode::NOT_FOUND,
+            title: "Not found",
+            detail: "There is nothing here.".into(),
+        }
+    }
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::Status {
+            status: StatusCode::FORBIDDEN,
+            title: "Forbidden",
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<mcp_oauth_store::StoreError> for PageError {
+    fn from(e: mcp_oauth_store::StoreError) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<anyhow::Error> for PageError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Internal(e)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title, detail, cause) = match self {
+            Self::Status {
+                status,
+                title,
+                detail,
+            } => (status, title, detail, None),
+            Self::Internal(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "The server could not complete this request. Try again later.".to_owned(),
+                Some(InternalCause(format!("{e:#}"))),
+            ),
+        };
+        // Rendered by the `error_pages` layer, which knows the base path for links.
+        let mut response = status.into_response();
+        response
+            .extensions_mut()
+            .insert(ErrorPageContent { title, detail });
+        no_store(&mut response);
+        if let Some(c) = cause {
+            response.extensions_mut().insert(c);
+        }
+        response
+    }
+}

@@ -1,0 +1,5 @@
+//! HTTP plumbing shared by every feature: error responses, extractors, middleware.
+
+pub mod error;
+pub mod extract;
+pub mod middleware;

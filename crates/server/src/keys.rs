@@ -1,0 +1,255 @@
+//! Access-token signing keys: generated, stored in the database (so every instance signs and
+//! verifies with the same set), rotated by `mcp-oauth keys rotate`, published at `jwks_uri`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use anyhow::{Context, anyhow};
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Value, json};
+
+use mcp_oauth_core::oauth::access_token::{ACCESS_TOKEN_TYP, AccessTokenClaims};
+use mcp_oauth_store::{Db, SigningKeyRow};
+
+use crate::config::SigningAlg;
+
+/// Generate a key pair as a row ready to store.
+pub fn generate(alg: SigningAlg, now: i64) -> anyhow::Result<SigningKeyRow> {
+    let kid = crate::random::id();
+    let (pkcs8, jwk) = match alg {
+        SigningAlg::EdDSA => {
+            let pair =
+                Ed25519KeyPair::generate().map_err(|_| anyhow!("Ed25519 key generation failed"))?;
+            let pkcs8 = pair
+                .to_pkcs8()
+                .map_err(|_| anyhow!("Ed25519 key encoding failed"))?;
+            let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+            (
+                pkcs8.as_ref().to_vec(),
+                json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
+            )
+        }
+        SigningAlg::ES256 => {
+            let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                .map_err(|_| anyhow!("P-256 key generation failed"))?;
+            let pkcs8 = pair
+                .to_pkcs8v1()
+                .map_err(|_| anyhow!("P-256 key encoding failed"))?;
+            // Uncompressed point: 0x04 || X || Y.
+            let point = pair.public_key().as_ref();
+            anyhow::ensure!(point.len() == 65, "unexpected P-256 public key encoding");
+            let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
+            let y = URL_SAFE_NO_PAD.encode(&point[33..]);
+            (
+                pkcs8.as_ref().to_vec(),
+                json!({"kty": "EC", "crv": "P-256", "x": x, "y": y}),
+            )
+        }
+    };
+    let mut jwk = jwk;
+    jwk["kid"] = json!(kid);
+    jwk["alg"] = json!(alg.as_str());
+    jwk["use"] = json!("sig");
+    Ok(SigningKeyRow {
+        kid,
+        alg: alg.as_str().to_owned(),
+        private_key: STANDARD.encode(pkcs8),
+        public_jwk: jwk.to_string(),
+        created_at: now,
+        retired_at: None,
+        expires_at: None,
+    })
+}
+
+struct Signer {
+    kid: String,
+    alg: Algorithm,
+    key: EncodingKey,
+}
+
+struct KeySet {
+    signer: Signer,
+    verifiers: HashMap<String, (Algorithm, DecodingKey)>,
+    jwks: Value,
+}
+
+/// The keys in use. Cheap to read on every request; reloaded from the database periodically
+/// and when a token names a key we have not seen (another instance rotated).
+pub struct KeyStore {
+    db: Db,
+    set: RwLock<Arc<KeySet>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("not a JWT signed by us")]
+    Invalid,
+    #[error("signed with an unknown key")]
+    UnknownKey,
+}
+
+fn algorithm(name: &str) -> Option<Algorithm> {
+    match name {
+        "EdDSA" => Some(Algorithm::EdDSA),
+        "ES256" => Some(Algorithm::ES256),
+        _ => None,
+    }
+}
+
+fn build(rows: &[SigningKeyRow]) -> anyhow::Result<KeySet> {
+    let mut verifiers = HashMap::new();
+    let mut published = Vec::new();
+    let mut signer = None;
+    // Rows come newest first: the first active one signs.
+    for row in rows {
+        let alg = algorithm(&row.alg)
+            .with_context(|| format!("key {} has unknown alg {}", row.kid, row.alg))?;
+        let jwk: Value = serde_json::from_str(&row.public_jwk).context("stored JWK is not JSON")?;
+        let decoding = match alg {
+            Algorithm::EdDSA => {
+                DecodingKey::from_ed_components(jwk["x"].as_str().unwrap_or_default())
+            }
+            _ => DecodingKey::from_ec_components(
+                jwk["x"].as_str().unwrap_or_default(),
+                jwk["y"].as_str().unwrap_or_default(),
+            ),
+        }
+        .with_context(|| format!("stored JWK {} is invalid", row.kid))?;
+        verifiers.insert(row.kid.clone(), (alg, decoding));
+        published.push(jwk);
+        if signer.is_none() && row.retired_at.is_none() {
+            let der = STANDARD
+                .decode(&row.private_key)
+                .context("stored private key is not base64")?;
+            let key = match alg {
+                Algorithm::EdDSA => EncodingKey::from_ed_der(&der),
+                _ => EncodingKey::from_ec_der(&der),
+            };
+            signer = Some(Signer {
+                kid: row.kid.clone(),
+                alg,
+                key,
+            });
+        }
+    }
+    let signer = signer.ok_or_else(|| anyhow!("no active signing key in the database"))?;
+    Ok(KeySet {
+        signer,
+        verifiers,
+        jwks: json!({ "keys": published }),
+    })
+}
+
+impl KeyStore {
+    /// Load the keys, creating the first one if there is none.
+    pub async fn load(db: Db, alg: SigningAlg, now: i64) -> anyhow::Result<Self> {
+        if db
+            .published_keys(now)
+            .await?
+            .iter()
+            .all(|k| k.retired_at.is_some())
+        {
+            db.ensure_signing_key(&generate(alg, now)?).await?;
+        }
+        let set = build(&db.published_keys(now).await?)?;
+        Ok(Self {
+            db,
+            set: RwLock::new(Arc::new(set)),
+        })
+    }
+
+    fn current(&self) -> Arc<KeySet> {
+        match self.set.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub async fn reload(&self, now: i64) -> anyhow::Result<()> {
+        let set = build(&self.db.published_keys(now).await?)?;
+        match self.set.write() {
+            Ok(mut g) => *g = Arc::new(set),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(set),
+        }
+        Ok(())
+    }
+
+    pub fn jwks(&self) -> Value {
+        self.current().jwks.clone()
+    }
+
+    pub fn signing_alg(&self) -> &'static str {
+        match self.current().signer.alg {
+            Algorithm::EdDSA => "EdDSA",
+            _ => "ES256",
+        }
+    }
+
+    /// Sign access token claims as an RFC 9068 JWT (`typ: at+jwt`).
+    pub fn sign(&self, claims: &AccessTokenClaims) -> anyhow::Result<String> {
+        let set = self.current();
+        let mut header = Header::new(set.signer.alg);
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(set.signer.kid.clone());
+        jsonwebtoken::encode(&header, claims, &set.signer.key)
+            .context("signing the access token failed")
+    }
+
+    /// Verify signature and `typ`; the claims themselves are checked by the caller
+    /// (`validate_claims`), with its own clock.
+    pub fn verify(&self, token: &str) -> Result<AccessTokenClaims, VerifyError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Invalid)?;
+        if header
+            .typ
+            .as_deref()
+            .is_none_or(|t| !t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP))
+        {
+            return Err(VerifyError::Invalid);
+        }
+        let kid = header.kid.ok_or(VerifyError::Invalid)?;
+        let set = self.current();
+        let (alg, key) = set.verifiers.get(&kid).ok_or(VerifyError::UnknownKey)?;
+        if *alg != header.alg {
+            return Err(VerifyError::Invalid);
+        }
+        let mut validation = Validation::new(*alg);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<AccessTokenClaims>(token, key, &validation)
+            .map(|d| d.claims)
+            .map_err(|_| VerifyError::Invalid)
+    }
+
+    /// Verify, reloading once when the key is unknown (rotated on another instance).
+    pub async fn verify_or_reload(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<AccessTokenClaims, VerifyError> {
+        match self.verify(token) {
+            Err(VerifyError::UnknownKey) => {
+                if self.reload(now).await.is_err() {
+                    return Err(VerifyError::UnknownKey);
+                }
+                self.verify(token)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Rotate: a new key signs from now on; the old ones stay published until every token they
+/// signed has expired.
+pub async fn rotate(db: &Db, alg: SigningAlg, now: i64, access_ttl: i64) -> anyhow::Result<String> {
+    let key = generate(alg, now)?;
+    // Slack for clock skew and tokens minted in the instant before other instances reload.
+    let old_expires_at = now + access_ttl + 300;
+    db.rotate_signing_key(&key, now, old_expires_at).await?;
+    Ok(key.kid)
+}

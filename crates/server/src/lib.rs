@@ -1,0 +1,22 @@
+//! mcp-oauth: an OAuth 2.1 authorization server for MCP clients, in one binary.
+//!
+//! Layout: `oauth` (authorization server endpoints), `identity` (accounts, sessions, login),
+//! `http` (errors, extractors, middleware), `keys` and `revocation` (token signing and the
+//! in-memory revocation list), `startup` (building and running the app), `cli` (commands).
+//! Protocol decisions live in `mcp_oauth_core`, storage in `mcp_oauth_store`.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod housekeeping;
+pub mod http;
+pub mod identity;
+pub mod keys;
+pub mod oauth;
+pub mod random;
+pub mod revocation;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod web;

@@ -1,0 +1,349 @@
+//! The authorization endpoint: validate, make sure the user is signed in, ask for consent
+//! (unless it was given before), then redirect back with a code.
+//!
+//! ```text
+//!  GET /authorize ─ validate ─┬─ local error page (client or redirect URI not trusted)
+//!                             ├─ error redirect (anything after that)
+//!                             ├─ not signed in ──> /login?return_to=/authorize?… ──┐
+//!                             │                                                    │
+//!                             ├─ consent remembered ──> code redirect   <──────────┘
+//!                             └─ consent page ── POST /authorize (CSRF) ─ same checks again
+//!                                                   ├─ deny  ──> access_denied redirect
+//!                                                   └─ allow ──> remember, code redirect
+//! ```
+//!
+//! The consent form carries the original query string and the POST validates it again from
+//! scratch, so nothing about a pending request needs to be stored between the two.
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::CookieJar;
+use serde::Deserialize;
+
+use mcp_oauth_core::domain::redirect_uri::RedirectKind;
+use mcp_oauth_core::domain::{ScopeSet, SecretHash};
+use mcp_oauth_core::oauth::authorize::{
+    AuthorizeError, AuthorizeParams, ValidAuthorization, consent_required, response_redirect,
+    validate_authorize,
+};
+use mcp_oauth_core::oauth::client::{Client, ClientKind};
+use mcp_oauth_core::oauth::{ErrorCode, OAuthError};
+use mcp_oauth_store::NewAuthorization;
+
+use super::clients::{self, ClientLookupError};
+use crate::http::error::PageError;
+use crate::http::extract::PageForm;
+use crate::identity::session::CurrentUser;
+use crate::identity::{csrf, session};
+use crate::state::AppState;
+
+/// How recently the user must have entered a password to satisfy `prompt=login`.
+const FRESH_LOGIN_SECONDS: i64 = 120;
+
+struct ScopeView {
+    name: String,
+    description: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+struct ConsentPage<'a> {
+    base_path: &'a str,
+    csrf: &'a str,
+    request: &'a str,
+    client_name: &'a str,
+    user_email: &'a str,
+    redirect_host: String,
+    document_host: Option<String>,
+    resource: &'a str,
+    scopes: Vec<ScopeView>,
+    unverified: bool,
+    loopback_only: bool,
+}
+
+fn describe_scope(scope: &str) -> &'static str {
+    match scope {
+        "mcp" => "use this server's MCP tools, resources and prompts as you",
+        "offline_access" => "stay connected while you are away (refresh tokens)",
+        _ => "a permission defined by this server",
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+#[derive(Deserialize)]
+pub struct ConsentForm {
+    csrf: Option<String>,
+    #[serde(default)]
+    request: String,
+    decision: Decision,
+}
+
+pub async fn authorize_get(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    uri: Uri,
+) -> Result<Response, PageError> {
+    handle(&state, jar, uri.query().unwrap_or(""), None).await
+}
+
+pub async fn authorize_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    PageForm(form): PageForm<ConsentForm>,
+) -> Result<Response, PageError> {
+    if !csrf::verify(&jar, &headers, form.csrf.as_deref(), &state.origin) {
+        return Err(PageError::forbidden(
+            "The consent form has expired. Start the connection again from your application.",
+        ));
+    }
+    handle(&state, jar, &form.request, Some(form.decision)).await
+}
+
+/// Parse the query: every parameter at most once (RFC 6749 §3.1), except `resource`.
+fn parse_params(query: &str) -> Result<AuthorizeParams, PageError> {
+    let mut p = AuthorizeParams::default();
+    let mut seen: Vec<String> = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == "resource" {
+            p.resource.push(v.into_owned());
+            continue;
+        }
+        if seen.iter().any(|s| *s == k) {
+            return Err(PageError::bad_request(
+                "Invalid authorization request",
+                format!("The parameter `{k}` appears more than once."),
+            ));
+        }
+        seen.push(k.to_string());
+        let v = Some(v.into_owned());
+        match k.as_ref() {
+            "client_id" => p.client_id = v,
+            "redirect_uri" => p.redirect_uri = v,
+            "response_type" => p.response_type = v,
+            "state" => p.state = v,
+            "code_challenge" => p.code_challenge = v,
+            "code_challenge_method" => p.code_challenge_method = v,
+            "scope" => p.scope = v,
+            "prompt" => p.prompt = v,
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+fn redirect_with(
+    state: &AppState,
+    v: &ValidAuthorization,
+    outcome: Result<&str, &OAuthError>,
+) -> Response {
+    let url = response_redirect(
+        &v.redirect_uri,
+        &state.settings.issuer,
+        v.state.as_deref(),
+        outcome,
+    );
+    // 303 so that a POSTed consent is not re-POSTed to the client.
+    Redirect::to(url.as_str()).into_response()
+}
+
+async fn handle(
+    state: &AppState,
+    jar: CookieJar,
+    query: &str,
+    decision: Option<Decision>,
+) -> Result<Response, PageError> {
+    let params = parse_params(query)?;
+    let client_id = params.client_id.as_deref().ok_or_else(|| {
+        PageError::bad_request(
+            "Invalid authorization request",
+            "The request has no client_id.",
+        )
+    })?;
+    let client = match clients::resolve(state, client_id).await {
+        Ok(c) => c,
+        Err(ClientLookupError::NotFound(e)) => {
+            return Err(PageError::bad_request(
+                "Unknown application",
+                e.description.into_owned(),
+            ));
+        }
+        Err(ClientLookupError::Internal(e)) => return Err(PageError::Internal(e)),
+    };
+    let valid = match validate_authorize(&params, &client, &state.authorize_policy) {
+        Ok(v) => v,
+        Err(AuthorizeError::Local(e)) => {
+            return Err(PageError::bad_request(
+                "Invalid authorization request",
+                e.description.into_owned(),
+            ));
+        }
+        Err(AuthorizeError::Redirect {
+            redirect_uri,
+            state: st,
+            error,
+        }) => {
+            let url = response_redirect(
+                &redirect_uri,
+                &state.settings.issuer,
+                st.as_deref(),
+                Err(&error),
+            );
+            return Ok(Redirect::to(url.as_str()).into_response());
+        }
+    };
+
+    let now = state.clock.now();
+    let user = session::current_user(state, &jar).await?;
+    let user = match user {
+        Some(u)
+            if !(valid.prompt.login
+                && decision.is_none()
+                && now - u.signed_in_at > FRESH_LOGIN_SECONDS) =>
+        {
+            u
+        }
+        _ if valid.prompt.none => {
+            return Ok(redirect_with(
+                state,
+                &valid,
+                Err(&OAuthError::new(
+                    ErrorCode::LoginRequired,
+                    "the user is not signed in",
+                )),
+            ));
+        }
+        Some(_) | None => {
+            let base = state.settings.base_path();
+            let return_to = format!("{base}/authorize?{query}");
+            let login = format!(
+                "{base}/login?{}",
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("return_to", &return_to)
+                    .finish()
+            );
+            return Ok(Redirect::to(&login).into_response());
+        }
+    };
+
+    let granted = state
+        .db
+        .find_consent(&user.id, client.id.as_str(), valid.resource.as_str())
+        .await?
+        .and_then(|c| ScopeSet::parse(&c.scope).ok());
+    match decision {
+        Some(Decision::Deny) => {
+            tracing::info!(user_id = %user.id, client_id = %client.id, "authorization denied by the user");
+            Ok(redirect_with(
+                state,
+                &valid,
+                Err(&OAuthError::new(
+                    ErrorCode::AccessDenied,
+                    "the user denied the request",
+                )),
+            ))
+        }
+        Some(Decision::Allow) => {
+            let remembered = granted.map_or_else(|| valid.scope.clone(), |g| g.union(&valid.scope));
+            state
+                .db
+                .upsert_consent(
+                    &user.id,
+                    client.id.as_str(),
+                    valid.resource.as_str(),
+                    &remembered.to_string(),
+                    now,
+                )
+                .await?;
+            issue_code(state, &client, &user, &valid).await
+        }
+        None if !consent_required(granted.as_ref(), &valid.scope, valid.prompt) => {
+            issue_code(state, &client, &user, &valid).await
+        }
+        None if valid.prompt.none => Ok(redirect_with(
+            state,
+            &valid,
+            Err(&OAuthError::new(
+                ErrorCode::ConsentRequired,
+                "the user has not approved this client",
+            )),
+        )),
+        None => consent_page(state, jar, query, &client, &user, &valid),
+    }
+}
+
+fn consent_page(
+    state: &AppState,
+    jar: CookieJar,
+    query: &str,
+    client: &Client,
+    user: &CurrentUser,
+    valid: &ValidAuthorization,
+) -> Result<Response, PageError> {
+    let (token, jar) = csrf::token(jar);
+    let document_host = (client.kind == ClientKind::MetadataDocument)
+        .then(|| {
+            url::Url::parse(client.id.as_str())
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+        })
+        .flatten();
+    let html = crate::web::render(&ConsentPage {
+        base_path: state.settings.base_path(),
+        csrf: &token,
+        request: query,
+        client_name: client.display_name(),
+        user_email: &user.email,
+        redirect_host: valid.redirect_uri.display_host(),
+        document_host,
+        resource: valid.resource.as_str(),
+        scopes: valid
+            .scope
+            .iter()
+            .map(|s| ScopeView {
+                name: s.to_owned(),
+                description: describe_scope(s),
+            })
+            .collect(),
+        unverified: client.kind == ClientKind::Dynamic,
+        loopback_only: valid.redirect_uri.kind() == RedirectKind::Loopback,
+    })?;
+    Ok((StatusCode::OK, jar, Html(html)).into_response())
+}
+
+async fn issue_code(
+    state: &AppState,
+    client: &Client,
+    user: &CurrentUser,
+    valid: &ValidAuthorization,
+) -> Result<Response, PageError> {
+    let code = crate::random::secret();
+    let now = state.clock.now();
+    state
+        .db
+        .insert_authorization(&NewAuthorization {
+            grant_id: crate::random::id(),
+            client_id: client.id.as_str().to_owned(),
+            user_id: user.id.clone(),
+            scope: valid.scope.to_string(),
+            resource: valid.resource.as_str().to_owned(),
+            code_hash: SecretHash::of(code.expose()).as_str().to_owned(),
+            redirect_uri: valid.redirect_uri.as_str().to_owned(),
+            redirect_uri_explicit: valid.redirect_uri_explicit,
+            code_challenge: valid.code_challenge.as_str().to_owned(),
+            now,
+            code_expires_at: now + state.settings.tokens.code_ttl,
+        })
+        .await?;
+    state.db.touch_client(client.id.as_str(), now).await?;
+    tracing::info!(user_id = %user.id, client_id = %client.id, scope = %valid.scope, "authorization code issued");
+    Ok(redirect_with(state, valid, Ok(code.expose())))
+}

@@ -1,0 +1,383 @@
+//! The token endpoint (OAuth 2.1 §3.2): authenticate the client, then one function per grant.
+//! Every response, success or error, carries `Cache-Control: no-store`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+
+use mcp_oauth_core::UnixTime;
+use mcp_oauth_core::domain::scope::OFFLINE_ACCESS;
+use mcp_oauth_core::domain::{CodeChallenge, ResourceUri, ScopeSet, SecretHash};
+use mcp_oauth_core::oauth::OAuthError;
+use mcp_oauth_core::oauth::access_token::{MintAccessToken, mint_claims};
+use mcp_oauth_core::oauth::client::{Client, GrantType};
+use mcp_oauth_core::oauth::client_auth::{authenticate_client, parse_credentials};
+use mcp_oauth_core::oauth::token::authorization_code::{
+    CodeExchange, CodeRejection, StoredCode, check_code_exchange,
+};
+use mcp_oauth_core::oauth::token::client_credentials::check_client_credentials;
+use mcp_oauth_core::oauth::token::refresh_token::{
+    RefreshAction, RefreshRejection, StoredRefreshToken, check_refresh,
+};
+use mcp_oauth_core::oauth::token::{TokenRequest, TokenResponse, parse_token_request};
+use mcp_oauth_store::{NewRefreshToken, RefreshRow, RotateOutcome};
+
+use super::clients::{self, ClientLookupError};
+use crate::http::error::{ApiError, no_store};
+use crate::http::extract::OAuthForm;
+use crate::state::AppState;
+
+/// Authenticate the client a request at the token, revocation or introspection endpoint
+/// claims to be.
+pub async fn authenticated_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &OAuthForm,
+) -> Result<Client, ApiError> {
+    if form.count("client_id") > 1 || form.count("client_secret") > 1 {
+        return Err(OAuthError::invalid_request("client credentials are repeated").into());
+    }
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let presented = parse_credentials(
+        authorization,
+        form.get("client_id"),
+        form.get("client_secret"),
+    )?;
+    let client = match clients::resolve(state, presented.client_id()).await {
+        Ok(c) => c,
+        Err(ClientLookupError::NotFound(_)) => {
+            // 401 invalid_client: clients such as Claude register again on this answer.
+            return Err(OAuthError::invalid_client("unknown client").into());
+        }
+        Err(ClientLookupError::Internal(e)) => return Err(ApiError::Internal(e)),
+    };
+    authenticate_client(&presented, &client)?;
+    Ok(client)
+}
+
+pub async fn token_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: OAuthForm,
+) -> Result<Response, ApiError> {
+    let request = parse_token_request(&form.0)?;
+    let client = authenticated_client(&state, &headers, &form).await?;
+    let response = match request {
+        TokenRequest::AuthorizationCode {
+            code,
+            redirect_uri,
+            code_verifier,
+            resource,
+        } => {
+            authorization_code(
+                &state,
+                &client,
+                &code,
+                redirect_uri.as_deref(),
+                code_verifier.as_deref(),
+                &resource,
+            )
+            .await?
+        }
+        TokenRequest::RefreshToken {
+            refresh_token,
+            scope,
+            resource,
+        } => refresh(&state, &client, &refresh_token, scope.as_deref(), &resource).await?,
+        TokenRequest::ClientCredentials { scope, resource } => {
+            client_credentials(&state, &client, scope.as_deref(), &resource).await?
+        }
+    };
+    state
+        .db
+        .touch_client(client.id.as_str(), state.clock.now())
+        .await?;
+    let mut r = Json(response).into_response();
+    no_store(&mut r);
+    Ok(r)
+}
+
+struct Issue<'a> {
+    subject: &'a str,
+    client: &'a Client,
+    scope: &'a ScopeSet,
+    resource: &'a ResourceUri,
+    grant_id: &'a str,
+    now: UnixTime,
+}
+
+fn access_token(state: &AppState, i: &Issue<'_>) -> Result<String, ApiError> {
+    let claims = mint_claims(MintAccessToken {
+        issuer: &state.settings.issuer,
+        subject: i.subject,
+        resource: i.resource,
+        client_id: i.client.id.as_str(),
+        scope: i.scope,
+        grant_id: Some(i.grant_id),
+        auth_time: None,
+        now: i.now,
+        lifetime: state.settings.tokens.access_ttl,
+        jti: crate::random::id(),
+    });
+    state.keys.sign(&claims).map_err(ApiError::Internal)
+}
+
+fn new_refresh(
+    state: &AppState,
+    grant_id: &str,
+    parent: Option<&str>,
+    now: UnixTime,
+) -> (String, NewRefreshToken) {
+    let secret = crate::random::secret();
+    let row = NewRefreshToken {
+        id: crate::random::id(),
+        token_hash: secret.hash().as_str().to_owned(),
+        grant_id: grant_id.to_owned(),
+        parent_id: parent.map(str::to_owned),
+        created_at: now,
+        expires_at: now + state.settings.tokens.refresh_ttl,
+    };
+    (secret.expose().to_owned(), row)
+}
+
+/// Revoke a grant because of a replay, publish it at once, and log it as a security event.
+async fn revoke_for_replay(
+    state: &AppState,
+    grant_id: &str,
+    reason: &str,
+    client: &Client,
+) -> Result<(), ApiError> {
+    let now = state.clock.now();
+    state
+        .db
+        .revoke_grant(grant_id, now, reason, state.revocation_ttl())
+        .await?;
+    state
+        .revocations
+        .revoke_grant(grant_id, now + state.revocation_ttl());
+    tracing::warn!(security_event = reason, client_id = %client.id, grant_id, "replay detected; grant revoked");
+    Ok(())
+}
+
+async fn authorization_code(
+    state: &AppState,
+    client: &Client,
+    code: &str,
+    redirect_uri: Option<&str>,
+    code_verifier: Option<&str>,
+    resource: &[String],
+) -> Result<TokenResponse, ApiError> {
+    let code_hash = SecretHash::of(code);
+    let row = state
+        .db
+        .find_code(code_hash.as_str())
+        .await?
+        .ok_or_else(|| OAuthError::invalid_grant("authorization code is invalid"))?;
+    if row.grant_revoked_at.is_some() {
+        return Err(OAuthError::invalid_grant("authorization code has been revoked").into());
+    }
+    let stored = StoredCode {
+        client_id: row.client_id.clone(),
+        redirect_uri: row.redirect_uri.clone(),
+        redirect_uri_explicit: row.redirect_uri_explicit != 0,
+        code_challenge: CodeChallenge::from_stored(row.code_challenge.clone()),
+        scope: ScopeSet::parse(&row.scope)
+            .map_err(|_| ApiError::internal(anyhow::anyhow!("stored scope is invalid")))?,
+        resource: ResourceUri::parse(&row.resource)
+            .map_err(|_| ApiError::internal(anyhow::anyhow!("stored resource is invalid")))?,
+        expires_at: row.expires_at,
+        consumed: row.consumed_at.is_some(),
+    };
+    let now = state.clock.now();
+    let exchange = CodeExchange {
+        client_id: client.id.as_str(),
+        redirect_uri,
+        code_verifier,
+        resource,
+    };
+    match check_code_exchange(&stored, &exchange, now) {
+        Ok(()) => {}
+        Err(CodeRejection::Replayed) => {
+            revoke_for_replay(state, &row.grant_id, "authorization_code_replayed", client).await?;
+            return Err(OAuthError::invalid_grant("authorization code was already used").into());
+        }
+        Err(CodeRejection::Rejected(e)) => return Err(e.into()),
+    }
+
+    // Refresh tokens for clients registered for the grant, or that asked for offline_access.
+    let wants_refresh =
+        client.allows_grant(GrantType::RefreshToken) || stored.scope.contains(OFFLINE_ACCESS);
+    let refresh = wants_refresh.then(|| new_refresh(state, &row.grant_id, None, now));
+    let grant_expires_at = now
+        + refresh
+            .as_ref()
+            .map_or(state.settings.tokens.access_ttl, |_| {
+                state.settings.tokens.refresh_ttl
+            });
+    if !state
+        .db
+        .redeem_code(
+            code_hash.as_str(),
+            now,
+            refresh.as_ref().map(|r| &r.1),
+            grant_expires_at,
+        )
+        .await?
+    {
+        // A concurrent request consumed it between our read and our write.
+        revoke_for_replay(state, &row.grant_id, "authorization_code_replayed", client).await?;
+        return Err(OAuthError::invalid_grant("authorization code was already used").into());
+    }
+    let subject = row.user_id.as_deref().unwrap_or(client.id.as_str());
+    let access = access_token(
+        state,
+        &Issue {
+            subject,
+            client,
+            scope: &stored.scope,
+            resource: &stored.resource,
+            grant_id: &row.grant_id,
+            now,
+        },
+    )?;
+    tracing::info!(client_id = %client.id, grant_id = %row.grant_id, "tokens issued for an authorization code");
+    Ok(TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: state.settings.tokens.access_ttl,
+        refresh_token: refresh.map(|r| r.0),
+        scope: stored.scope.to_string(),
+    })
+}
+
+fn stored_refresh(row: &RefreshRow) -> Result<StoredRefreshToken, ApiError> {
+    Ok(StoredRefreshToken {
+        client_id: row.client_id.clone(),
+        scope: ScopeSet::parse(&row.scope)
+            .map_err(|_| ApiError::internal(anyhow::anyhow!("stored scope is invalid")))?,
+        resource: ResourceUri::parse(&row.resource)
+            .map_err(|_| ApiError::internal(anyhow::anyhow!("stored resource is invalid")))?,
+        expires_at: row.expires_at,
+        used_at: row.used_at,
+        revoked: row.revoked_at.is_some() || row.grant_revoked_at.is_some(),
+        child_used: row.used_children > 0,
+    })
+}
+
+async fn refresh(
+    state: &AppState,
+    client: &Client,
+    token: &str,
+    scope: Option<&str>,
+    resource: &[String],
+) -> Result<TokenResponse, ApiError> {
+    let hash = SecretHash::of(token);
+    // Two passes at most: a rotation lost to a concurrent request is decided again with the
+    // token now marked used, which lands in the grace branch.
+    for _ in 0..2 {
+        let row = state
+            .db
+            .find_refresh_token(hash.as_str())
+            .await?
+            .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid"))?;
+        let stored = stored_refresh(&row)?;
+        let now = state.clock.now();
+        let (action, access_scope) = match check_refresh(
+            &stored,
+            client.id.as_str(),
+            scope,
+            resource,
+            now,
+            state.settings.tokens.refresh_grace,
+        ) {
+            Ok(ok) => ok,
+            Err(RefreshRejection::Reused) => {
+                revoke_for_replay(state, &row.grant_id, "refresh_token_reused", client).await?;
+                return Err(OAuthError::invalid_grant("refresh token was already used").into());
+            }
+            Err(RefreshRejection::Rejected(e)) => return Err(e.into()),
+        };
+        let (secret, child) = new_refresh(state, &row.grant_id, Some(&row.id), now);
+        let issued = match action {
+            RefreshAction::Rotate => {
+                state.db.rotate_refresh_token(&row.id, now, &child).await? == RotateOutcome::Rotated
+            }
+            RefreshAction::ReissueWithinGrace => {
+                if !state.db.reissue_refresh_token(&row.id, &child).await? {
+                    revoke_for_replay(state, &row.grant_id, "refresh_token_reused", client).await?;
+                    return Err(OAuthError::invalid_grant("refresh token was already used").into());
+                }
+                tracing::info!(client_id = %client.id, grant_id = %row.grant_id, "refresh token retried within the grace period");
+                true
+            }
+        };
+        if !issued {
+            continue;
+        }
+        let subject = row.user_id.as_deref().unwrap_or(client.id.as_str());
+        let access = access_token(
+            state,
+            &Issue {
+                subject,
+                client,
+                scope: &access_scope,
+                resource: &stored.resource,
+                grant_id: &row.grant_id,
+                now,
+            },
+        )?;
+        return Ok(TokenResponse {
+            access_token: access,
+            token_type: "Bearer",
+            expires_in: state.settings.tokens.access_ttl,
+            refresh_token: Some(secret),
+            scope: access_scope.to_string(),
+        });
+    }
+    Err(OAuthError::invalid_grant("refresh token is being used concurrently").into())
+}
+
+async fn client_credentials(
+    state: &AppState,
+    client: &Client,
+    scope: Option<&str>,
+    resource: &[String],
+) -> Result<TokenResponse, ApiError> {
+    let (scope, resource) =
+        check_client_credentials(client, scope, resource, &state.authorize_policy)?;
+    let now = state.clock.now();
+    let grant_id = crate::random::id();
+    let ttl = state.settings.tokens.access_ttl;
+    state
+        .db
+        .insert_bare_grant(
+            &grant_id,
+            client.id.as_str(),
+            &scope.to_string(),
+            resource.as_str(),
+            now,
+            now + ttl,
+        )
+        .await?;
+    let access = access_token(
+        state,
+        &Issue {
+            subject: client.id.as_str(),
+            client,
+            scope: &scope,
+            resource: &resource,
+            grant_id: &grant_id,
+            now,
+        },
+    )?;
+    Ok(TokenResponse {
+        access_token: access,
+        token_type: "Bearer",
+        expires_in: ttl,
+        refresh_token: None,
+        scope: scope.to_string(),
+    })
+}

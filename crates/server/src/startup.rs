@@ -1,0 +1,224 @@
+//! Building and running the application. `Application::build` does everything up to binding
+//! the port (port 0 in tests), so a test gets a real server on a real socket.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use mcp_oauth_store::{ConnectOptions, Db};
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::http::middleware::{self, REQUEST_ID, RandomRequestId};
+use crate::identity::{account, login, setup};
+use crate::keys::KeyStore;
+use crate::state::AppState;
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+/// Connect and migrate, with errors that say what to fix.
+pub async fn connect_db(database_url: &str) -> anyhow::Result<Db> {
+    if let Some(path) = database_url
+        .strip_prefix("sqlite://")
+        .map(|p| p.split('?').next().unwrap_or(p))
+        && let Some(dir) = std::path::Path::new(path).parent()
+        && !dir.as_os_str().is_empty()
+        && !path.contains(":memory:")
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the database directory {}", dir.display()))?;
+    }
+    let db = Db::connect(database_url, &ConnectOptions::default())
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open the database at {}: {e}",
+                redact_url(database_url)
+            )
+        })?;
+    db.migrate()
+        .await
+        .context("applying database migrations failed")?;
+    Ok(db)
+}
+
+/// A database URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+async fn healthz() -> impl IntoResponse {
+    "ok"
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    match state.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+        }
+    }
+}
+
+async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, "not found")
+}
+
+async fn home(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    axum::response::Redirect::to(&format!("{}/account", state.settings.base_path()))
+}
+
+pub fn router(state: AppState) -> Router {
+    let base = state.settings.base_path().to_owned();
+    let app = Router::new()
+        .route("/", get(home))
+        .route("/login", get(login::login_get).post(login::login_post))
+        .route("/logout", axum::routing::post(login::logout_post))
+        .route("/setup", get(setup::setup_get).post(setup::setup_post))
+        .route("/account", get(account::account_get))
+        .route(
+            "/account/revoke",
+            axum::routing::post(account::account_revoke_post),
+        )
+        .route("/static/app.css", get(crate::web::stylesheet))
+        .merge(crate::oauth::router(&state));
+    let app = if base.is_empty() {
+        app
+    } else {
+        Router::new().nest(&base, app)
+    };
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(crate::oauth::well_known_router(&state))
+        .merge(app)
+        .fallback(not_found)
+        .layer(from_fn_with_state(state.clone(), middleware::error_pages))
+        .layer(from_fn(middleware::security_headers))
+        .layer(from_fn(middleware::log_errors));
+    if state.settings.is_https() {
+        router = router.layer(from_fn(middleware::hsts));
+    }
+    router
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(middleware::request_span)
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), RandomRequestId))
+        .with_state(state)
+}
+
+impl Application {
+    pub async fn build(settings: Settings, clock: Clock) -> anyhow::Result<Self> {
+        let db = connect_db(&settings.database_url).await?;
+        Self::build_with_db(settings, clock, db).await
+    }
+
+    pub async fn build_with_db(settings: Settings, clock: Clock, db: Db) -> anyhow::Result<Self> {
+        let keys = KeyStore::load(db.clone(), settings.tokens.signing_alg, clock.now())
+            .await
+            .context("loading signing keys failed")?;
+        let listen = settings.listen;
+        let state = AppState::new(settings, db, clock, keys)?;
+        state.revocations.poll(&state.db, state.clock.now()).await?;
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                anyhow::anyhow!("cannot listen on {listen}: the port is already in use (set MCP_OAUTH_LISTEN or --listen)")
+            } else {
+                anyhow::anyhow!("cannot listen on {listen}: {e}")
+            }
+        })?;
+        let router = router(state.clone());
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// If no user exists yet, open first-run setup and return the URL to print.
+    pub async fn setup_url(&self) -> anyhow::Result<Option<String>> {
+        if self.state.db.count_users().await? > 0 {
+            return Ok(None);
+        }
+        let token = self.state.setup.open();
+        Ok(Some(format!(
+            "{}/setup?token={token}",
+            self.state.settings.issuer
+        )))
+    }
+
+    /// Serve until `shutdown` completes, then finish in-flight requests and stop.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let tasks = crate::housekeeping::spawn(&self.state);
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(self.listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        for t in tasks {
+            t.abort();
+        }
+        self.state.db.close().await;
+        result.context("the HTTP server failed")
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

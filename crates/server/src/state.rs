@@ -1,0 +1,74 @@
+//! Application state shared by every handler: cheap to clone, built once at start.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use mcp_oauth_core::oauth::authorize::AuthorizePolicy;
+use mcp_oauth_core::oauth::registration::RegistrationPolicy;
+use mcp_oauth_store::Db;
+
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::identity::setup::SetupToken;
+use crate::keys::KeyStore;
+use crate::oauth::cimd::CimdFetcher;
+use crate::revocation::RevocationList;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: Db,
+    pub clock: Clock,
+    pub keys: Arc<KeyStore>,
+    pub revocations: Arc<RevocationList>,
+    pub cimd: Arc<CimdFetcher>,
+    pub setup: Arc<SetupToken>,
+    pub register_limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    pub authorize_policy: Arc<AuthorizePolicy>,
+    pub registration_policy: Arc<RegistrationPolicy>,
+    /// Our origin (`scheme://host[:port]`), for same-origin checks on forms.
+    pub origin: Arc<str>,
+}
+
+impl AppState {
+    pub fn new(settings: Settings, db: Db, clock: Clock, keys: KeyStore) -> anyhow::Result<Self> {
+        let per_minute = NonZeroU32::new(settings.registration.per_ip_per_minute.max(1))
+            .unwrap_or(NonZeroU32::MIN);
+        let burst =
+            NonZeroU32::new(settings.registration.per_ip_burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let register_limiter = RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
+        let authorize_policy = AuthorizePolicy {
+            supported_scopes: settings.supported_scopes.clone(),
+            default_scopes: settings.default_scopes.clone(),
+            resources: settings.resources.clone(),
+        };
+        let registration_policy = RegistrationPolicy {
+            supported_scopes: settings.supported_scopes.clone(),
+            private_use_schemes: settings.private_use_schemes.clone(),
+        };
+        let origin = settings.public_url.origin().ascii_serialization();
+        let cimd = CimdFetcher::new(settings.cimd.clone())?;
+        Ok(Self {
+            settings: Arc::new(settings),
+            db,
+            clock,
+            keys: Arc::new(keys),
+            revocations: Arc::new(RevocationList::default()),
+            cimd: Arc::new(cimd),
+            setup: Arc::new(SetupToken::default()),
+            register_limiter: Arc::new(register_limiter),
+            authorize_policy: Arc::new(authorize_policy),
+            registration_policy: Arc::new(registration_policy),
+            origin: origin.into(),
+        })
+    }
+
+    /// How long a published grant revocation must be kept: the longest an access token
+    /// issued before it can live, plus clock-skew slack.
+    pub fn revocation_ttl(&self) -> i64 {
+        self.settings.tokens.access_ttl + 120
+    }
+}
