@@ -12,6 +12,7 @@ use url::Url;
 
 use mcp_oauth_core::domain::{ResourceUri, ScopeSet};
 use mcp_oauth_core::oauth::registration::PrivateUseSchemes;
+use mcp_oauth_core::security::login_throttle::ThrottlePolicy;
 
 /// Settings as read, before validation. Field names are the TOML keys; nested tables map to
 /// `MCP_OAUTH_<TABLE>__<KEY>` environment variables.
@@ -35,6 +36,60 @@ pub struct RawSettings {
     pub trusted_proxies: Vec<String>,
     pub tls: Option<TlsSettings>,
     pub housekeeping: HousekeepingSettings,
+    pub login: LoginSettings,
+}
+
+/// Sign-in throttling (see `mcp_oauth_core::security::login_throttle`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginSettings {
+    /// Failures per account within `window_seconds` before each attempt is delayed.
+    pub delay_after: i64,
+    /// First delay, doubled per further failure up to `max_delay_ms`.
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+    /// Failures per account within the window that lock it for `lockout_seconds`.
+    pub account_lockout_after: i64,
+    /// Failures per client IP within the window that lock that IP out.
+    pub ip_lockout_after: i64,
+    pub lockout_seconds: i64,
+    pub window_seconds: i64,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        Self {
+            delay_after: 3,
+            base_delay_ms: 500,
+            max_delay_ms: 8_000,
+            account_lockout_after: 10,
+            ip_lockout_after: 100,
+            lockout_seconds: 900,
+            window_seconds: 900,
+        }
+    }
+}
+
+impl LoginSettings {
+    pub fn account_policy(&self) -> ThrottlePolicy {
+        ThrottlePolicy {
+            window_seconds: self.window_seconds,
+            delay_after: self.delay_after,
+            base_delay_ms: self.base_delay_ms,
+            max_delay_ms: self.max_delay_ms,
+            lockout_after: self.account_lockout_after,
+            lockout_seconds: self.lockout_seconds,
+        }
+    }
+
+    /// Many people can share an address, so the IP policy starts delaying later.
+    pub fn ip_policy(&self) -> ThrottlePolicy {
+        ThrottlePolicy {
+            delay_after: self.ip_lockout_after / 5,
+            lockout_after: self.ip_lockout_after,
+            ..self.account_policy()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +223,7 @@ impl Default for RawSettings {
             trusted_proxies: vec![],
             tls: None,
             housekeeping: HousekeepingSettings::default(),
+            login: LoginSettings::default(),
         }
     }
 }
@@ -335,6 +391,7 @@ pub struct Settings {
     pub trusted_proxies: Vec<Cidr>,
     pub tls: Option<TlsSettings>,
     pub housekeeping_interval: std::time::Duration,
+    pub login: LoginSettings,
     /// The MCP resources we issue tokens for; the first is the default.
     pub resources: Vec<ResourceUri>,
 }
@@ -503,6 +560,19 @@ impl RawSettings {
                 "must be between 0 and cimd.cache_max_seconds",
             ));
         }
+        let l = &self.login;
+        if l.delay_after < 1 || l.account_lockout_after <= l.delay_after || l.ip_lockout_after < 5 {
+            return Err(bad(
+                "login",
+                "need delay_after >= 1, account_lockout_after > delay_after and ip_lockout_after >= 5",
+            ));
+        }
+        if l.window_seconds < 1 || l.lockout_seconds < 1 || l.max_delay_ms > 60_000 {
+            return Err(bad(
+                "login",
+                "window_seconds and lockout_seconds must be positive, max_delay_ms at most 60000",
+            ));
+        }
         if self.housekeeping.interval_seconds == 0 {
             return Err(bad("housekeeping.interval_seconds", "must be at least 1"));
         }
@@ -534,6 +604,7 @@ impl RawSettings {
             housekeeping_interval: std::time::Duration::from_secs(
                 self.housekeeping.interval_seconds,
             ),
+            login: self.login,
             resources: vec![mcp],
         })
     }

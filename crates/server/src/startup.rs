@@ -137,19 +137,32 @@ impl Application {
     }
 
     pub async fn build_with_db(settings: Settings, clock: Clock, db: Db) -> anyhow::Result<Self> {
-        let keys = KeyStore::load(db.clone(), settings.tokens.signing_alg, clock.now())
-            .await
-            .context("loading signing keys failed")?;
         let listen = settings.listen;
-        let state = AppState::new(settings, db, clock, keys)?;
-        state.revocations.poll(&state.db, state.clock.now()).await?;
         let listener = TcpListener::bind(listen).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {
-                anyhow::anyhow!("cannot listen on {listen}: the port is already in use (set MCP_OAUTH_LISTEN or --listen)")
+                anyhow::anyhow!(
+                    "cannot listen on {listen}: the port is already in use (set MCP_OAUTH_LISTEN or --listen)"
+                )
             } else {
                 anyhow::anyhow!("cannot listen on {listen}: {e}")
             }
         })?;
+        Self::build_on(settings, clock, db, listener).await
+    }
+
+    /// Build on a listener bound by the caller (tests bind port 0 first, to know the public
+    /// URL before the settings are made).
+    pub async fn build_on(
+        settings: Settings,
+        clock: Clock,
+        db: Db,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        let keys = KeyStore::load(db.clone(), settings.tokens.signing_alg, clock.now())
+            .await
+            .context("loading signing keys failed")?;
+        let state = AppState::new(settings, db, clock, keys)?;
+        state.revocations.poll(&state.db, state.clock.now()).await?;
         let router = router(state.clone());
         Ok(Self {
             listener,

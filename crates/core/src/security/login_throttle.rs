@@ -22,27 +22,6 @@ pub struct ThrottlePolicy {
     pub lockout_seconds: i64,
 }
 
-impl ThrottlePolicy {
-    /// Per account: a handful of guesses, then lock.
-    pub const ACCOUNT: Self = Self {
-        window_seconds: 900,
-        delay_after: 3,
-        base_delay_ms: 500,
-        max_delay_ms: 8_000,
-        lockout_after: 10,
-        lockout_seconds: 900,
-    };
-    /// Per IP: higher, since many people can share one address.
-    pub const IP: Self = Self {
-        window_seconds: 900,
-        delay_after: 20,
-        base_delay_ms: 250,
-        max_delay_ms: 4_000,
-        lockout_after: 100,
-        lockout_seconds: 900,
-    };
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottleState {
     pub failures: i64,

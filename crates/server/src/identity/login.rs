@@ -9,9 +9,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
 
-use mcp_oauth_core::security::login_throttle::{
-    Admission, ThrottlePolicy, ThrottleState, admit, record_failure,
-};
+use mcp_oauth_core::security::login_throttle::{Admission, ThrottleState, admit, record_failure};
 use mcp_oauth_store::ThrottleRow;
 
 use super::{csrf, normalize_email, password, session};
@@ -130,10 +128,12 @@ pub async fn login_post(
     let account = to_state(state.db.get_throttle(&account_key).await?);
     let by_ip = to_state(state.db.get_throttle(&ip_key).await?);
 
+    let account_policy = state.settings.login.account_policy();
+    let ip_policy = state.settings.login.ip_policy();
     let mut delay_ms = 0;
     for admission in [
-        admit(account.as_ref(), now, &ThrottlePolicy::ACCOUNT),
-        admit(by_ip.as_ref(), now, &ThrottlePolicy::IP),
+        admit(account.as_ref(), now, &account_policy),
+        admit(by_ip.as_ref(), now, &ip_policy),
     ] {
         match admission {
             Admission::Locked { until } => {
@@ -171,18 +171,14 @@ pub async fn login_post(
             .db
             .put_throttle(
                 &account_key,
-                to_row(record_failure(
-                    account.as_ref(),
-                    now,
-                    &ThrottlePolicy::ACCOUNT,
-                )),
+                to_row(record_failure(account.as_ref(), now, &account_policy)),
             )
             .await?;
         state
             .db
             .put_throttle(
                 &ip_key,
-                to_row(record_failure(by_ip.as_ref(), now, &ThrottlePolicy::IP)),
+                to_row(record_failure(by_ip.as_ref(), now, &ip_policy)),
             )
             .await?;
         tracing::info!(%ip, "sign-in failed");

@@ -1,0 +1,652 @@
+//! Test harness: a real server on a real socket (port 0), on SQLite or, when
+//! `MCP_OAUTH_TEST_DATABASE_URL` is set, on a fresh PostgreSQL database per test; a manual
+//! clock; and a small "browser" that keeps cookies and sends same-origin headers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Once};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use mcp_oauth::clock::Clock;
+use mcp_oauth::config::RawSettings;
+use mcp_oauth::startup::{Application, connect_db};
+use mcp_oauth::state::AppState;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+static TRACING: Once = Once::new();
+
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            mcp_oauth::telemetry::init(mcp_oauth::config::LogFormat::Text, "debug");
+        }
+    });
+}
+
+pub struct TestApp {
+    /// The issuer, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    pub state: AppState,
+    pub clock: Clock,
+    /// A plain HTTP client that does not follow redirects.
+    pub http: reqwest::Client,
+    pub database_url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    /// Stop the server and remove the test's database.
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(path) = self.database_url.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or(path).to_owned();
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        } else if let (Ok(base), Ok(url)) = (
+            std::env::var("MCP_OAUTH_TEST_DATABASE_URL"),
+            url::Url::parse(&self.database_url),
+        ) {
+            let name = url.path().trim_start_matches('/').to_owned();
+            // Dropping needs async I/O, and Drop is sync: use a runtime of our own on a thread.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(async {
+                    let admin = connect_db_raw(&base).await;
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&admin)
+                    .await;
+                    admin.close().await;
+                });
+                Some(())
+            })
+            .join();
+        }
+    }
+}
+
+/// A database for one test: a temporary SQLite file, or a new PostgreSQL database.
+async fn test_database_url() -> String {
+    let name = format!(
+        "mcp_oauth_it_{}",
+        mcp_oauth::random::id()
+            .to_lowercase()
+            .replace(['-', '_'], "")
+    );
+    match std::env::var("MCP_OAUTH_TEST_DATABASE_URL") {
+        Ok(base) => {
+            let admin = connect_db_raw(&base).await;
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&admin)
+                .await
+                .expect("create the test database");
+            let mut url = url::Url::parse(&base).expect("MCP_OAUTH_TEST_DATABASE_URL is a URL");
+            url.set_path(&name);
+            url.to_string()
+        }
+        Err(_) => {
+            let path = std::env::temp_dir().join(format!("{name}.db"));
+            format!("sqlite://{}?mode=rwc", path.display())
+        }
+    }
+}
+
+async fn connect_db_raw(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(url)
+        .await
+        .expect("connect to the test database server")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawn with settings adjusted by `configure` (the public URL and database are set for you).
+pub async fn spawn_app_with(configure: impl FnOnce(&mut RawSettings)) -> TestApp {
+    init_tracing();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
+    let addr = listener.local_addr().expect("local addr");
+    let mut raw = RawSettings {
+        public_url: format!("http://{addr}"),
+        listen: addr.to_string(),
+        database_url: test_database_url().await,
+        ..RawSettings::default()
+    };
+    configure(&mut raw);
+    let database_url = raw.database_url.clone();
+    let settings = raw.validate().expect("test settings are valid");
+    let clock = Clock::manual(Clock::system().now());
+    let db = connect_db(&settings.database_url)
+        .await
+        .expect("connect and migrate");
+    let app = Application::build_on(settings, clock.clone(), db, listener)
+        .await
+        .expect("build the app");
+    let state = app.state().clone();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client");
+    TestApp {
+        url: format!("http://{addr}"),
+        state,
+        clock,
+        http,
+        database_url,
+        shutdown: Some(tx),
+    }
+}
+
+/// PKCE pair (RFC 7636).
+pub struct Pkce {
+    pub verifier: String,
+    pub challenge: String,
+}
+
+impl Pkce {
+    pub fn new() -> Self {
+        let verifier = format!("{}{}", mcp_oauth::random::id(), mcp_oauth::random::id());
+        let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+        Self {
+            verifier,
+            challenge,
+        }
+    }
+}
+
+/// Value of a hidden input in a page, HTML-unescaped.
+pub fn hidden_field(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(unescape(&html[start..end]))
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        let Some(end) = rest.find(';') else { break };
+        let entity = &rest[1..end];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            e if e.starts_with("#x") => u32::from_str_radix(&e[2..], 16)
+                .ok()
+                .and_then(char::from_u32),
+            e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
+            _ => None,
+        };
+        match decoded {
+            Some(c) => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A minimal browser: keeps cookies (including `__Host-`/Secure ones on loopback http, as
+/// Chromium does), sends `Origin` on POSTs, never follows redirects by itself.
+#[derive(Clone)]
+pub struct Browser {
+    pub origin: String,
+    http: reqwest::Client,
+    cookies: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Browser {
+    pub fn new(app: &TestApp) -> Self {
+        Self {
+            origin: app.url.clone(),
+            http: app.http.clone(),
+            cookies: Arc::default(),
+        }
+    }
+
+    fn cookie_header(&self) -> Option<HeaderValue> {
+        let jar = self.cookies.lock().unwrap();
+        if jar.is_empty() {
+            return None;
+        }
+        let s = jar
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        HeaderValue::from_str(&s).ok()
+    }
+
+    fn store(&self, r: &Response) {
+        let mut jar = self.cookies.lock().unwrap();
+        for v in r.headers().get_all(reqwest::header::SET_COOKIE) {
+            let s = v.to_str().unwrap();
+            let pair = s.split(';').next().unwrap();
+            let (k, val) = pair.split_once('=').unwrap();
+            let expired = s.to_ascii_lowercase().contains("max-age=0");
+            if expired || val.is_empty() {
+                jar.remove(k);
+            } else {
+                jar.insert(k.to_owned(), val.to_owned());
+            }
+        }
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies.lock().unwrap().get(name).cloned()
+    }
+
+    pub fn set_cookie(&self, name: &str, value: &str) {
+        self.cookies
+            .lock()
+            .unwrap()
+            .insert(name.to_owned(), value.to_owned());
+    }
+
+    fn absolute(&self, url: &str) -> String {
+        if url.starts_with('/') {
+            format!("{}{url}", self.origin)
+        } else {
+            url.to_owned()
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> Response {
+        let mut req = self.http.get(self.absolute(url));
+        if let Some(c) = self.cookie_header() {
+            req = req.header(reqwest::header::COOKIE, c);
+        }
+        let r = req.send().await.expect("GET");
+        self.store(&r);
+        r
+    }
+
+    pub async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Response {
+        self.post_form_with(url, form, HeaderMap::new()).await
+    }
+
+    pub async fn post_form_with(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        mut headers: HeaderMap,
+    ) -> Response {
+        if !headers.contains_key(reqwest::header::ORIGIN) {
+            headers.insert(
+                reqwest::header::ORIGIN,
+                HeaderValue::from_str(&self.origin).unwrap(),
+            );
+        }
+        let mut req = self
+            .http
+            .post(self.absolute(url))
+            .headers(headers)
+            .form(form);
+        if let Some(c) = self.cookie_header() {
+            req = req.header(reqwest::header::COOKIE, c);
+        }
+        let r = req.send().await.expect("POST");
+        self.store(&r);
+        r
+    }
+
+    /// Sign in through the login page.
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        let page = self.get("/login").await.text().await.unwrap();
+        let csrf = hidden_field(&page, "csrf").expect("login page has a CSRF field");
+        self.post_form(
+            "/login",
+            &[
+                ("email", email),
+                ("password", password),
+                ("csrf", &csrf),
+                ("return_to", "/account"),
+            ],
+        )
+        .await
+    }
+}
+
+pub fn location(r: &Response) -> String {
+    r.headers()
+        .get(LOCATION)
+        .expect("a Location header")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Query parameters of a redirect's Location.
+pub fn redirect_params(r: &Response) -> HashMap<String, String> {
+    let url = url::Url::parse(&location(r)).expect("Location is absolute");
+    url.query_pairs().into_owned().collect()
+}
+
+impl TestApp {
+    pub fn mcp_resource(&self) -> String {
+        format!("{}/mcp", self.url)
+    }
+
+    /// Create a user directly in the database.
+    pub async fn create_user(&self, email: &str, admin: bool) -> String {
+        let hash = mcp_oauth::identity::password::hash(PASSWORD.to_owned())
+            .await
+            .unwrap();
+        let id = mcp_oauth::random::id();
+        self.state
+            .db
+            .insert_user(&mcp_oauth_store::UserRow {
+                id: id.clone(),
+                email: email.to_owned(),
+                password_hash: Some(hash),
+                is_admin: i64::from(admin),
+                created_at: self.clock.now(),
+                disabled_at: None,
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    pub async fn register(&self, body: Value) -> Response {
+        self.http
+            .post(format!("{}/register", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Register a public client (auth method `none`) for `redirect_uri`; returns its id.
+    pub async fn register_public_client(&self, redirect_uri: &str) -> String {
+        let r = self
+            .register(json!({
+                "client_name": "Test Client",
+                "redirect_uris": [redirect_uri],
+                "token_endpoint_auth_method": "none",
+                "grant_types": ["authorization_code", "refresh_token"],
+            }))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()["client_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Register a confidential client; returns (id, secret).
+    pub async fn register_confidential_client(
+        &self,
+        redirect_uri: &str,
+        method: &str,
+        grants: &[&str],
+    ) -> (String, String) {
+        let r = self
+            .register(json!({
+                "client_name": "Confidential Client",
+                "redirect_uris": [redirect_uri],
+                "token_endpoint_auth_method": method,
+                "grant_types": grants,
+            }))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        (
+            v["client_id"].as_str().unwrap().to_owned(),
+            v["client_secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub fn authorize_url(
+        &self,
+        client_id: &str,
+        redirect_uri: &str,
+        pkce: &Pkce,
+        extra: &[(&str, &str)],
+    ) -> String {
+        let mut url = url::Url::parse(&format!("{}/authorize", self.url)).unwrap();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code");
+            q.append_pair("client_id", client_id);
+            q.append_pair("redirect_uri", redirect_uri);
+            q.append_pair("code_challenge", &pkce.challenge);
+            q.append_pair("code_challenge_method", "S256");
+            q.append_pair("state", "st-123");
+            for (k, v) in extra {
+                q.append_pair(k, v);
+            }
+        }
+        url.to_string()
+    }
+
+    /// Run the whole browser side of an authorization as a signed-in `browser`, approving
+    /// consent if asked. Returns the final redirect to the client.
+    pub async fn authorize(&self, browser: &Browser, url: &str) -> Response {
+        let r = browser.get(url).await;
+        if r.status() != StatusCode::OK {
+            return r;
+        }
+        let page = r.text().await.unwrap();
+        let csrf = hidden_field(&page, "csrf").expect("consent page has a CSRF field");
+        let request = hidden_field(&page, "request").expect("consent page carries the request");
+        browser
+            .post_form(
+                "/authorize",
+                &[
+                    ("csrf", &csrf),
+                    ("request", &request),
+                    ("decision", "allow"),
+                ],
+            )
+            .await
+    }
+
+    /// A signed-in browser for a new user.
+    pub async fn signed_in_browser(&self, email: &str) -> Browser {
+        self.create_user(email, false).await;
+        let b = Browser::new(self);
+        let r = b.login(email, PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "login succeeds");
+        b
+    }
+
+    /// Authorize and return the code.
+    pub async fn get_code(
+        &self,
+        browser: &Browser,
+        client_id: &str,
+        redirect_uri: &str,
+        pkce: &Pkce,
+        extra: &[(&str, &str)],
+    ) -> String {
+        let r = self
+            .authorize(
+                browser,
+                &self.authorize_url(client_id, redirect_uri, pkce, extra),
+            )
+            .await;
+        assert_eq!(
+            r.status(),
+            StatusCode::SEE_OTHER,
+            "authorization redirects back"
+        );
+        let params = redirect_params(&r);
+        params
+            .get("code")
+            .unwrap_or_else(|| panic!("no code in {params:?}"))
+            .clone()
+    }
+
+    pub async fn token(&self, form: &[(&str, &str)]) -> Response {
+        self.http
+            .post(format!("{}/token", self.url))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn token_basic(&self, id: &str, secret: &str, form: &[(&str, &str)]) -> Response {
+        self.http
+            .post(format!("{}/token", self.url))
+            .basic_auth(id, Some(secret))
+            .form(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Exchange a code for a public client.
+    pub async fn exchange(
+        &self,
+        client_id: &str,
+        code: &str,
+        redirect_uri: &str,
+        pkce: &Pkce,
+    ) -> Response {
+        self.token(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", &pkce.verifier),
+        ])
+        .await
+    }
+
+    /// A public client with a signed-in user and a first token response.
+    pub async fn tokens_for_new_client(&self, email: &str) -> Tokens {
+        let redirect = "http://127.0.0.1:7777/callback";
+        let client_id = self.register_public_client(redirect).await;
+        let browser = self.signed_in_browser(email).await;
+        let pkce = Pkce::new();
+        let code = self
+            .get_code(&browser, &client_id, redirect, &pkce, &[])
+            .await;
+        let r = self.exchange(&client_id, &code, redirect, &pkce).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let body: Value = r.json().await.unwrap();
+        Tokens {
+            client_id,
+            access_token: body["access_token"].as_str().unwrap().to_owned(),
+            refresh_token: body["refresh_token"].as_str().unwrap().to_owned(),
+            browser,
+        }
+    }
+
+    /// Introspect with a pre-registered confidential client (which may see any token).
+    pub async fn introspect(&self, token: &str) -> Value {
+        let (id, secret) = self.preregistered_confidential_client().await;
+        let r = self
+            .http
+            .post(format!("{}/introspect", self.url))
+            .basic_auth(id, Some(secret))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    /// A confidential client as `mcp-oauth client add --confidential` makes one.
+    pub async fn preregistered_confidential_client(&self) -> (String, String) {
+        let secret = mcp_oauth::random::secret();
+        let id = mcp_oauth::random::id();
+        let metadata = json!({
+            "client_name": "Resource Server", "redirect_uris": [], "grant_types": ["client_credentials"],
+            "response_types": ["code"], "token_endpoint_auth_method": "client_secret_basic",
+        });
+        self.state
+            .db
+            .insert_client(&mcp_oauth_store::ClientRow {
+                id: id.clone(),
+                kind: "preregistered".into(),
+                metadata: metadata.to_string(),
+                secret_hash: Some(secret.hash().as_str().to_owned()),
+                metadata_hash: None,
+                created_at: self.clock.now(),
+                last_used_at: None,
+                refresh_after: None,
+            })
+            .await
+            .unwrap();
+        (id, secret.expose().to_owned())
+    }
+
+    /// Wait until the revocation poller has run (it polls every 250 ms).
+    pub async fn wait_for_revocation_poll(&self) {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    }
+}
+
+pub struct Tokens {
+    pub client_id: String,
+    pub access_token: String,
+    pub refresh_token: String,
+    pub browser: Browser,
+}
+
+/// Decode a JWT's claims without verifying (the tests verify through the server).
+pub fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+pub fn jwt_header(token: &str) -> Value {
+    let header = token.split('.').next().expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap()
+}
+
+/// The `error` of an OAuth JSON error response, after checking the RFC 6749 §5.2 shape.
+pub async fn oauth_error(r: Response) -> (StatusCode, String) {
+    let status = r.status();
+    assert_eq!(
+        r.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store"),
+        "errors are not cached"
+    );
+    let body: Value = r.json().await.expect("a JSON error body");
+    assert!(
+        body["error_description"].is_string(),
+        "error_description present: {body}"
+    );
+    (
+        status,
+        body["error"].as_str().expect("an error code").to_owned(),
+    )
+}
