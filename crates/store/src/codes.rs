@@ -38,6 +38,8 @@ pub struct CodeRow {
     pub created_at: i64,
     pub expires_at: i64,
     pub consumed_at: Option<i64>,
+    /// When the grant was revoked or its user disabled: either way nothing more may be
+    /// issued from it (this also closes the race with a concurrent `disable_user`).
     pub grant_revoked_at: Option<i64>,
 }
 
@@ -84,8 +86,8 @@ impl Db {
         Ok(sqlx::query_as(
             "SELECT c.grant_id, c.client_id, g.user_id, c.redirect_uri, c.redirect_uri_explicit, \
              c.code_challenge, c.scope, c.resource, c.created_at, c.expires_at, c.consumed_at, \
-             g.revoked_at AS grant_revoked_at \
-             FROM authorization_codes c JOIN grants g ON g.id = c.grant_id WHERE c.code_hash = $1",
+             COALESCE(g.revoked_at, u.disabled_at) AS grant_revoked_at \
+             FROM authorization_codes c JOIN grants g ON g.id = c.grant_id LEFT JOIN users u ON u.id = g.user_id WHERE c.code_hash = $1",
         )
         .bind(code_hash)
         .fetch_optional(&self.pool)

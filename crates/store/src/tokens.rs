@@ -27,6 +27,8 @@ pub struct RefreshRow {
     pub user_id: Option<String>,
     pub scope: String,
     pub resource: String,
+    /// When the grant was revoked or its user disabled: either way nothing more may be
+    /// issued from it (this also closes the race with a concurrent `disable_user`).
     pub grant_revoked_at: Option<i64>,
     /// How many children of this token have been used themselves.
     pub used_children: i64,
@@ -55,6 +57,17 @@ pub(crate) async fn insert_refresh_in(
     .bind(r.expires_at)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Serialise rotations within one grant: on PostgreSQL this takes the grant's row lock until
+/// commit, so a grace-period reissue cannot interleave with the rotation of a sibling (SQLite's
+/// `BEGIN IMMEDIATE` already serialises all writers).
+async fn lock_grant_in(tx: &mut Transaction<'static, Any>, grant_id: &str) -> Result<()> {
+    sqlx::query("UPDATE grants SET expires_at = expires_at WHERE id = $1")
+        .bind(grant_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -108,9 +121,9 @@ impl Db {
     pub async fn find_refresh_token(&self, token_hash: &str) -> Result<Option<RefreshRow>> {
         Ok(sqlx::query_as(
             "SELECT r.id, r.grant_id, r.expires_at, r.used_at, r.revoked_at, g.client_id, g.user_id, \
-             g.scope, g.resource, g.revoked_at AS grant_revoked_at, \
+             g.scope, g.resource, COALESCE(g.revoked_at, u.disabled_at) AS grant_revoked_at, \
              (SELECT COUNT(*) FROM refresh_tokens c WHERE c.parent_id = r.id AND c.used_at IS NOT NULL) AS used_children \
-             FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1",
+             FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id LEFT JOIN users u ON u.id = g.user_id WHERE r.token_hash = $1",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
@@ -127,6 +140,7 @@ impl Db {
         child: &NewRefreshToken,
     ) -> Result<RotateOutcome> {
         let mut tx = self.begin_write().await?;
+        lock_grant_in(&mut tx, &child.grant_id).await?;
         let marked = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL",
         )
@@ -153,6 +167,7 @@ impl Db {
         child: &NewRefreshToken,
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
+        lock_grant_in(&mut tx, &child.grant_id).await?;
         let (blocked,): (i64,) = sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM refresh_tokens WHERE parent_id = $1 AND used_at IS NOT NULL) + \
              (SELECT COUNT(*) FROM refresh_tokens WHERE id = $1 AND revoked_at IS NOT NULL) + \
