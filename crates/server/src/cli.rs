@@ -149,11 +149,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     crate::telemetry::init(settings.log_format, &settings.log_level);
-    if settings.tls.is_some() {
-        bail!(
-            "`tls`: serving TLS directly is not available in this build; terminate TLS at a proxy and remove the [tls] section"
-        );
-    }
     let app = Application::build(settings, Clock::system()).await?;
     let state = app.state().clone();
     if let Some(url) = app.setup_url().await? {

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum_server::tls_rustls::RustlsConfig;
 use tokio::net::TcpListener;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -27,6 +28,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    /// Certificate and key when the server terminates TLS itself.
+    tls: Option<RustlsConfig>,
 }
 
 /// Connect and migrate, with errors that say what to fix.
@@ -161,6 +164,23 @@ impl Application {
         let keys = KeyStore::load(db.clone(), settings.tokens.signing_alg, clock.now())
             .await
             .context("loading signing keys failed")?;
+        let tls = match &settings.tls {
+            Some(t) => {
+                // aws-lc-rs is the only rustls provider compiled in; make it the default explicitly.
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                let config = RustlsConfig::from_pem_file(&t.cert_file, &t.key_file)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "`tls`: cannot load the certificate {} and key {} (PEM files expected)",
+                            t.cert_file.display(),
+                            t.key_file.display()
+                        )
+                    })?;
+                Some(config)
+            }
+            None => None,
+        };
         let state = AppState::new(settings, db, clock, keys)?;
         state.revocations.poll(&state.db, state.clock.now()).await?;
         let router = router(state.clone());
@@ -168,6 +188,7 @@ impl Application {
             listener,
             router,
             state,
+            tls,
         })
     }
 
@@ -202,9 +223,30 @@ impl Application {
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(self.listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let result = match self.tls {
+            None => {
+                axum::serve(self.listener, service)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(config) => {
+                let handle = axum_server::Handle::new();
+                let on_signal = handle.clone();
+                tokio::spawn(async move {
+                    shutdown.await;
+                    on_signal.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+                });
+                let listener = self
+                    .listener
+                    .into_std()
+                    .context("preparing the TLS listener")?;
+                axum_server::from_tcp_rustls(listener, config)
+                    .context("preparing the TLS listener")?
+                    .handle(handle)
+                    .serve(service)
+                    .await
+            }
+        };
         for t in tasks {
             t.abort();
         }

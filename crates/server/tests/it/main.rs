@@ -4,4 +4,5 @@
 mod helpers;
 
 mod metadata;
+mod tls;
 mod token_code;
