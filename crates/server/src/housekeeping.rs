@@ -18,6 +18,8 @@ pub async fn run_cleanup(state: &AppState) -> anyhow::Result<()> {
         stale_client_after: state.settings.registration.stale_after_days * 86_400,
     };
     let report = state.db.delete_expired(state.clock.now(), &policy).await?;
+    // The registration throttle keeps a cell per client IP; drop the idle ones.
+    state.register_limiter.retain_recent();
     if report.total() > 0 {
         tracing::info!(?report, "expired records deleted");
     }

@@ -125,13 +125,17 @@ impl Db {
         Ok(n > 0)
     }
 
-    /// Record use, which keeps a dynamic registration from expiring.
+    /// Record use, which keeps a dynamic registration from expiring. At most one write an
+    /// hour per client: this runs on every token request.
     pub async fn touch_client(&self, id: &str, now: i64) -> Result<()> {
-        sqlx::query("UPDATE clients SET last_used_at = $2 WHERE id = $1")
-            .bind(id)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE clients SET last_used_at = $2 WHERE id = $1 \
+             AND (last_used_at IS NULL OR last_used_at < $2 - 3600)",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

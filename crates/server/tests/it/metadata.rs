@@ -288,3 +288,40 @@ async fn every_response_forbids_framing() {
     );
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
 }
+
+#[tokio::test]
+async fn es256_keys_sign_tokens_when_configured() {
+    let app = crate::helpers::spawn_app_with(|raw| {
+        raw.tokens.signing_alg = mcp_oauth::config::SigningAlg::ES256
+    })
+    .await;
+    let jwks: Value = app
+        .http
+        .get(format!("{}/jwks.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!(
+        (
+            key["kty"].as_str(),
+            key["crv"].as_str(),
+            key["alg"].as_str()
+        ),
+        (Some("EC"), Some("P-256"), Some("ES256"))
+    );
+    assert!(key["x"].is_string() && key["y"].is_string() && key.get("d").is_none());
+    let tokens = app.tokens_for_new_client("es@example.com").await;
+    assert_eq!(
+        crate::helpers::jwt_header(&tokens.access_token)["alg"],
+        "ES256"
+    );
+    assert_eq!(
+        app.introspect(&tokens.access_token).await["active"],
+        true,
+        "the ES256 signature verifies"
+    );
+}
