@@ -11,6 +11,7 @@
 
 pub mod domain;
 pub mod oauth;
+pub mod resource;
 pub mod security;
 
 /// Seconds since the Unix epoch. Every decision takes `now` explicitly.
