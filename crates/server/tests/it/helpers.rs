@@ -30,13 +30,16 @@ fn init_tracing() {
 }
 
 pub struct TestApp {
-    /// The issuer, e.g. `http://127.0.0.1:41234`.
+    /// Where this instance listens, e.g. `http://127.0.0.1:41234`; also the issuer, except
+    /// for a second instance (see `spawn_second_instance`), which shares the first's.
     pub url: String,
     pub state: AppState,
     pub clock: Clock,
     /// A plain HTTP client that does not follow redirects.
     pub http: reqwest::Client,
     pub database_url: String,
+    /// Whether dropping this app removes the database (not for a second instance on it).
+    owns_database: bool,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -45,6 +48,9 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if !self.owns_database {
+            return;
         }
         if let Some(path) = self.database_url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path).to_owned();
@@ -129,9 +135,35 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut RawSettings)) -> TestApp
         ..RawSettings::default()
     };
     configure(&mut raw);
+    let clock = Clock::manual(Clock::system().now());
+    start(raw, listener, clock, true).await
+}
+
+/// A second instance on `app`'s database, as behind a load balancer: same issuer, same
+/// clock, and the signing keys and revocations it finds in the shared database. It does not
+/// remove the database when dropped; declare it after `app` so that it is dropped first.
+pub async fn spawn_second_instance(app: &TestApp) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
+    let raw = RawSettings {
+        public_url: app.state.settings.issuer.clone(),
+        listen: listener.local_addr().expect("local addr").to_string(),
+        database_url: app.database_url.clone(),
+        ..RawSettings::default()
+    };
+    start(raw, listener, app.clock.clone(), false).await
+}
+
+async fn start(
+    raw: RawSettings,
+    listener: tokio::net::TcpListener,
+    clock: Clock,
+    owns_database: bool,
+) -> TestApp {
+    let addr = listener.local_addr().expect("local addr");
     let database_url = raw.database_url.clone();
     let settings = raw.validate().expect("test settings are valid");
-    let clock = Clock::manual(Clock::system().now());
     let db = connect_db(&settings.database_url)
         .await
         .expect("connect and migrate");
@@ -153,6 +185,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut RawSettings)) -> TestApp
         clock,
         http,
         database_url,
+        owns_database,
         shutdown: Some(tx),
     }
 }
@@ -353,9 +386,174 @@ pub fn redirect_params(r: &Response) -> HashMap<String, String> {
     url.query_pairs().into_owned().collect()
 }
 
+/// How a client authenticates at the token, revocation and introspection endpoints.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// A public client (`none`): just `client_id` in the form.
+    Public(String),
+    /// `client_secret_basic`.
+    Basic { id: String, secret: String },
+    /// `client_secret_post`: `client_id` and `client_secret` in the form.
+    Post { id: String, secret: String },
+}
+
+impl ClientAuth {
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Public(id) | Self::Basic { id, .. } | Self::Post { id, .. } => id,
+        }
+    }
+
+    /// The same client and method with another secret (a public client gains one, as post).
+    pub fn with_secret(&self, secret: &str) -> Self {
+        let (id, secret) = (self.id().to_owned(), secret.to_owned());
+        match self {
+            Self::Basic { .. } => Self::Basic { id, secret },
+            Self::Post { .. } | Self::Public(_) => Self::Post { id, secret },
+        }
+    }
+
+    /// The same credentials sent by the other secret method.
+    pub fn by_other_method(&self) -> Self {
+        match self.clone() {
+            Self::Basic { id, secret } => Self::Post { id, secret },
+            Self::Post { id, secret } => Self::Basic { id, secret },
+            public => public,
+        }
+    }
+
+    /// Only the client id, as a public client sends it.
+    pub fn without_secret(&self) -> Self {
+        Self::Public(self.id().to_owned())
+    }
+}
+
 impl TestApp {
+    /// The MCP resource (the default audience): `<issuer>/mcp`.
     pub fn mcp_resource(&self) -> String {
-        format!("{}/mcp", self.url)
+        format!("{}/mcp", self.state.settings.issuer)
+    }
+
+    /// A form POST to `path` (`/token`, `/revoke`, `/introspect`) authenticated as `auth`.
+    pub fn oauth_request(
+        &self,
+        path: &str,
+        auth: &ClientAuth,
+        form: &[(&str, &str)],
+    ) -> reqwest::RequestBuilder {
+        let mut pairs: Vec<(&str, &str)> = form.to_vec();
+        let req = self.http.post(format!("{}{path}", self.url));
+        let req = match auth {
+            ClientAuth::Public(id) => {
+                pairs.push(("client_id", id));
+                req
+            }
+            ClientAuth::Basic { id, secret } => req.basic_auth(id, Some(secret)),
+            ClientAuth::Post { id, secret } => {
+                pairs.push(("client_id", id));
+                pairs.push(("client_secret", secret));
+                req
+            }
+        };
+        req.form(&pairs)
+    }
+
+    pub async fn token_as(&self, auth: &ClientAuth, form: &[(&str, &str)]) -> Response {
+        self.oauth_request("/token", auth, form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Start a token request on its own task, to race it against others.
+    pub fn spawn_token_as(
+        &self,
+        auth: &ClientAuth,
+        form: &[(&str, &str)],
+    ) -> tokio::task::JoinHandle<Response> {
+        let request = self.oauth_request("/token", auth, form);
+        tokio::spawn(async move { request.send().await.unwrap() })
+    }
+
+    /// Exchange a code, authenticating as `auth`.
+    pub async fn exchange_as(
+        &self,
+        auth: &ClientAuth,
+        code: &str,
+        redirect_uri: &str,
+        pkce: &Pkce,
+    ) -> Response {
+        self.token_as(
+            auth,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", &pkce.verifier),
+            ],
+        )
+        .await
+    }
+
+    /// `grant_type=refresh_token`, plus `extra` parameters (`scope`, `resource`).
+    pub async fn refresh_as(
+        &self,
+        auth: &ClientAuth,
+        refresh_token: &str,
+        extra: &[(&str, &str)],
+    ) -> Response {
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        form.extend_from_slice(extra);
+        self.token_as(auth, &form).await
+    }
+
+    /// RFC 7009 revocation of `token` by `auth`.
+    pub async fn revoke_as(&self, auth: &ClientAuth, token: &str) -> Response {
+        self.oauth_request("/revoke", auth, &[("token", token)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// RFC 7662 introspection of `token` by `auth`; the raw response.
+    pub async fn introspect_as(&self, auth: &ClientAuth, token: &str) -> Response {
+        self.oauth_request("/introspect", auth, &[("token", token)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Run the browser side of an authorization and return the code with its PKCE pair.
+    pub async fn code_for(
+        &self,
+        browser: &Browser,
+        client_id: &str,
+        redirect_uri: &str,
+        extra: &[(&str, &str)],
+    ) -> (String, Pkce) {
+        let pkce = Pkce::new();
+        let code = self
+            .get_code(browser, client_id, redirect_uri, &pkce, extra)
+            .await;
+        (code, pkce)
+    }
+
+    /// The rows of `table` whose `column` equals `value`, counted with a connection of our
+    /// own (for what the API cannot show, such as deleted rows).
+    pub async fn count_rows(&self, table: &str, column: &str, value: &str) -> i64 {
+        let pool = connect_db_raw(&self.database_url).await;
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {table} WHERE {column} = $1"
+        )))
+        .bind(value.to_owned())
+        .fetch_one(&pool)
+        .await
+        .expect("count rows");
+        pool.close().await;
+        n
     }
 
     /// Create a user directly in the database.
@@ -426,6 +624,43 @@ impl TestApp {
             v["client_id"].as_str().unwrap().to_owned(),
             v["client_secret"].as_str().unwrap().to_owned(),
         )
+    }
+
+    /// Register a confidential client for `redirect_uri`, authenticating by `method`
+    /// (`client_secret_basic` or `client_secret_post`) with the authorization code grant and
+    /// refresh tokens.
+    pub async fn register_confidential(&self, redirect_uri: &str, method: &str) -> ClientAuth {
+        let (id, secret) = self
+            .register_confidential_client(
+                redirect_uri,
+                method,
+                &["authorization_code", "refresh_token"],
+            )
+            .await;
+        match method {
+            "client_secret_basic" => ClientAuth::Basic { id, secret },
+            "client_secret_post" => ClientAuth::Post { id, secret },
+            other => panic!("{other} is not a secret-based method"),
+        }
+    }
+
+    /// Register a confidential client for the client credentials grant only (a service acting
+    /// for itself), optionally limited to `scope`.
+    pub async fn register_service_client(&self, scope: Option<&str>) -> ClientAuth {
+        let r = self
+            .register(json!({
+                "client_name": "Service",
+                "token_endpoint_auth_method": "client_secret_basic",
+                "grant_types": ["client_credentials"],
+                "scope": scope,
+            }))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: Value = r.json().await.unwrap();
+        ClientAuth::Basic {
+            id: v["client_id"].as_str().unwrap().to_owned(),
+            secret: v["client_secret"].as_str().unwrap().to_owned(),
+        }
     }
 
     pub fn authorize_url(
@@ -548,37 +783,53 @@ impl TestApp {
 
     /// A public client with a signed-in user and a first token response.
     pub async fn tokens_for_new_client(&self, email: &str) -> Tokens {
-        let redirect = "http://127.0.0.1:7777/callback";
+        self.tokens_for_client_at(email, "http://127.0.0.1:7777/callback", &[])
+            .await
+    }
+
+    /// Like `tokens_for_new_client`, for the public client registered for `redirect` (identical
+    /// registrations share one client, so another `redirect` means another client), with
+    /// `extra` authorization parameters such as `scope`.
+    pub async fn tokens_for_client_at(
+        &self,
+        email: &str,
+        redirect: &str,
+        extra: &[(&str, &str)],
+    ) -> Tokens {
         let client_id = self.register_public_client(redirect).await;
         let browser = self.signed_in_browser(email).await;
-        let pkce = Pkce::new();
-        let code = self
-            .get_code(&browser, &client_id, redirect, &pkce, &[])
-            .await;
-        let r = self.exchange(&client_id, &code, redirect, &pkce).await;
-        assert_eq!(r.status(), StatusCode::OK);
-        let body: Value = r.json().await.unwrap();
+        let auth = ClientAuth::Public(client_id);
+        self.tokens_for(&auth, &browser, redirect, extra).await
+    }
+
+    /// Authorize `auth`'s client as `browser`'s user and exchange the code.
+    pub async fn tokens_for(
+        &self,
+        auth: &ClientAuth,
+        browser: &Browser,
+        redirect: &str,
+        extra: &[(&str, &str)],
+    ) -> Tokens {
+        let (code, pkce) = self.code_for(browser, auth.id(), redirect, extra).await;
+        let body = ok_json(self.exchange_as(auth, &code, redirect, &pkce).await).await;
         Tokens {
-            client_id,
+            client_id: auth.id().to_owned(),
+            auth: auth.clone(),
             access_token: body["access_token"].as_str().unwrap().to_owned(),
-            refresh_token: body["refresh_token"].as_str().unwrap().to_owned(),
-            browser,
+            refresh_token: body["refresh_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            scope: body["scope"].as_str().unwrap().to_owned(),
+            browser: browser.clone(),
         }
     }
 
     /// Introspect with a pre-registered confidential client (which may see any token).
     pub async fn introspect(&self, token: &str) -> Value {
         let (id, secret) = self.preregistered_confidential_client().await;
-        let r = self
-            .http
-            .post(format!("{}/introspect", self.url))
-            .basic_auth(id, Some(secret))
-            .form(&[("token", token)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        r.json().await.unwrap()
+        let auth = ClientAuth::Basic { id, secret };
+        ok_json(self.introspect_as(&auth, token).await).await
     }
 
     /// A confidential client as `mcp-oauth client add --confidential` makes one.
@@ -614,9 +865,25 @@ impl TestApp {
 
 pub struct Tokens {
     pub client_id: String,
+    pub auth: ClientAuth,
     pub access_token: String,
+    /// Empty when none was issued.
     pub refresh_token: String,
+    pub scope: String,
     pub browser: Browser,
+}
+
+/// The JSON body of a response that must be a 200 with `Cache-Control: no-store`.
+pub async fn ok_json(r: Response) -> Value {
+    let status = r.status();
+    let no_store = r
+        .headers()
+        .get("cache-control")
+        .is_some_and(|v| v == "no-store");
+    let body = r.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "expected 200, got {status}: {body}");
+    assert!(no_store, "a token-endpoint answer is not cached");
+    serde_json::from_str(&body).expect("a JSON body")
 }
 
 /// Decode a JWT's claims without verifying (the tests verify through the server).

@@ -1,0 +1,289 @@
+//! The `mcp-oauth` binary driven as an operator would: administration commands on a
+//! temporary SQLite database, and one-line failures for bad configuration and busy ports.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::PASSWORD;
+
+/// A temporary database for one test, removed on drop.
+struct Cli {
+    path: PathBuf,
+}
+
+impl Cli {
+    fn new() -> Self {
+        let path =
+            std::env::temp_dir().join(format!("mcp_oauth_cli_{}.db", mcp_oauth::random::id()));
+        Self { path }
+    }
+
+    fn database_url(&self) -> String {
+        format!("sqlite://{}?mode=rwc", self.path.display())
+    }
+
+    /// The binary with a clean environment: only what the test sets reaches it.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mcp-oauth"));
+        c.env_clear()
+            .env("MCP_OAUTH_DATABASE_URL", self.database_url())
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run mcp-oauth")
+    }
+
+    fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mcp-oauth");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Run a command that must succeed; its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?} failed: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).expect("--json prints JSON")
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The failure is reported as exactly one line on standard error.
+fn one_line_failure(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    let err = stderr(out);
+    assert_eq!(err.trim_end().lines().count(), 1, "one line, got: {err}");
+    err.trim_end().to_owned()
+}
+
+#[test]
+fn migrate_creates_the_database() {
+    let cli = Cli::new();
+    assert!(cli.ok(&["migrate"]).contains("migrations applied"));
+    assert!(cli.path.exists());
+    cli.ok(&["migrate"]);
+}
+
+#[test]
+fn user_add_reads_the_password_from_stdin_and_user_list_shows_the_user() {
+    let cli = Cli::new();
+    let out = cli.run_with_stdin(
+        &["user", "add", "Ada@Example.com", "--admin"],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let users = cli.json(&["user", "list", "--json"]);
+    let users = users.as_array().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["email"], "ada@example.com");
+    assert_eq!(users[0]["admin"], true);
+    assert_eq!(users[0]["disabled"], false);
+}
+
+#[test]
+fn user_add_with_a_too_short_password_fails_with_one_line() {
+    let cli = Cli::new();
+    let out = cli.run_with_stdin(&["user", "add", "bob@example.com"], "short\n");
+    let line = one_line_failure(&out);
+    assert!(line.contains("at least"), "{line}");
+    assert_eq!(cli.json(&["user", "list", "--json"]), serde_json::json!([]));
+}
+
+#[test]
+fn a_duplicate_user_fails_with_one_line() {
+    let cli = Cli::new();
+    let input = format!("{PASSWORD}\n");
+    let first = cli.run_with_stdin(&["user", "add", "eve@example.com"], &input);
+    assert!(first.status.success());
+    let again = cli.run_with_stdin(&["user", "add", "eve@example.com"], &input);
+    assert!(one_line_failure(&again).contains("already exists"));
+}
+
+#[test]
+fn client_add_list_and_remove() {
+    let cli = Cli::new();
+    let added = cli.json(&[
+        "client",
+        "add",
+        "--name",
+        "x",
+        "--redirect-uri",
+        "http://127.0.0.1:9/cb",
+        "--confidential",
+        "--json",
+    ]);
+    let id = added["client_id"].as_str().expect("client_id").to_owned();
+    assert!(
+        added["client_secret"]
+            .as_str()
+            .is_some_and(|s| s.len() >= 32)
+    );
+    assert_eq!(added["token_endpoint_auth_method"], "client_secret_basic");
+
+    let list = cli.json(&["client", "list", "--json"]);
+    let entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_id"] == id.as_str())
+        .expect("the new client is listed");
+    assert_eq!(entry["name"], "x");
+    assert_eq!(entry["kind"], "preregistered");
+    assert_eq!(
+        entry["redirect_uris"],
+        serde_json::json!(["http://127.0.0.1:9/cb"])
+    );
+    assert!(
+        entry.get("client_secret").is_none(),
+        "the secret is shown once"
+    );
+
+    assert!(cli.ok(&["client", "remove", &id]).contains("removed"));
+    assert_eq!(
+        cli.json(&["client", "list", "--json"]),
+        serde_json::json!([])
+    );
+    let again = cli.run(&["client", "remove", &id]);
+    assert!(one_line_failure(&again).contains(&id));
+}
+
+#[test]
+fn a_public_client_gets_no_secret() {
+    let cli = Cli::new();
+    let added = cli.json(&[
+        "client",
+        "add",
+        "--name",
+        "cli app",
+        "--redirect-uri",
+        "http://127.0.0.1:9/cb",
+        "--json",
+    ]);
+    assert_eq!(added["token_endpoint_auth_method"], "none");
+    assert!(added.get("client_secret").is_none());
+}
+
+#[test]
+fn keys_rotate_publishes_a_second_key() {
+    let cli = Cli::new();
+    assert!(cli.ok(&["keys", "rotate"]).contains("new signing key"));
+    cli.ok(&["keys", "rotate"]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let keys = rt.block_on(async {
+        let db = mcp_oauth::startup::connect_db(&cli.database_url())
+            .await
+            .unwrap();
+        let keys = db
+            .published_keys(mcp_oauth::clock::Clock::system().now())
+            .await
+            .unwrap();
+        db.close().await;
+        keys
+    });
+    assert_eq!(keys.len(), 2, "both keys are published");
+    let signing: Vec<_> = keys.iter().filter(|k| k.retired_at.is_none()).collect();
+    assert_eq!(signing.len(), 1, "one key signs");
+    assert!(
+        keys.iter()
+            .all(|k| k.retired_at.is_none() || k.expires_at.is_some()),
+        "the retired key is published only until its tokens expire"
+    );
+}
+
+#[test]
+fn check_config_accepts_a_good_configuration() {
+    let cli = Cli::new();
+    let out = cli.ok(&["check-config"]);
+    assert!(out.contains("configuration is valid"));
+}
+
+#[test]
+fn check_config_with_a_bad_value_fails_with_one_line_naming_the_key() {
+    let cli = Cli::new();
+    let out = cli
+        .command(&["check-config"])
+        .env("MCP_OAUTH_PUBLIC_URL", "http://example.com")
+        .output()
+        .unwrap();
+    let line = one_line_failure(&out);
+    assert!(line.contains("public_url"), "{line}");
+}
+
+#[test]
+fn an_out_of_range_setting_fails_with_one_line_naming_it() {
+    let cli = Cli::new();
+    let out = cli
+        .command(&["check-config"])
+        .env("MCP_OAUTH_TOKENS__ACCESS_TTL", "0")
+        .output()
+        .unwrap();
+    let line = one_line_failure(&out);
+    assert!(line.contains("tokens.access_ttl"), "{line}");
+}
+
+#[test]
+fn serve_on_a_port_in_use_fails_with_one_line_saying_so() {
+    let cli = Cli::new();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let mut child = cli
+        .command(&[
+            "serve",
+            "--listen",
+            &addr,
+            "--public-url",
+            &format!("http://{addr}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve did not exit although its port is taken");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let line = one_line_failure(&out);
+    assert!(line.contains("already in use"), "{line}");
+    drop(busy);
+}
