@@ -10,7 +10,10 @@ pub struct AuthorizationServerMetadata {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub jwks_uri: String,
-    pub registration_endpoint: String,
+    /// Absent when dynamic registration is disabled: MCP clients register whenever it is
+    /// present, instead of falling back to a pre-registered client id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_endpoint: Option<String>,
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
     pub scopes_supported: Vec<String>,
@@ -37,6 +40,10 @@ pub struct MetadataInput<'a> {
     pub issuer: &'a str,
     pub scopes_supported: Vec<String>,
     pub signing_alg: &'a str,
+    /// Dynamic client registration (RFC 7591) is enabled.
+    pub registration_enabled: bool,
+    /// Client ID Metadata Documents are accepted.
+    pub cimd_enabled: bool,
 }
 
 /// Build the document. Endpoint URLs hang off the issuer, which has no trailing slash.
@@ -51,7 +58,7 @@ pub fn authorization_server_metadata(input: MetadataInput<'_>) -> AuthorizationS
         authorization_endpoint: at("/authorize"),
         token_endpoint: at("/token"),
         jwks_uri: at("/jwks.json"),
-        registration_endpoint: at("/register"),
+        registration_endpoint: input.registration_enabled.then(|| at("/register")),
         revocation_endpoint: at("/revoke"),
         introspection_endpoint: at("/introspect"),
         scopes_supported: input.scopes_supported,
@@ -62,10 +69,35 @@ pub fn authorization_server_metadata(input: MetadataInput<'_>) -> AuthorizationS
         revocation_endpoint_auth_methods_supported: TokenEndpointAuthMethod::ALL,
         introspection_endpoint_auth_methods_supported: secret_methods,
         code_challenge_methods_supported: ["S256"],
-        client_id_metadata_document_supported: true,
+        client_id_metadata_document_supported: input.cimd_enabled,
         authorization_response_iss_parameter_supported: true,
         service_documentation: None,
         subject_types_supported: ["public"],
         id_token_signing_alg_values_supported: vec![input.signing_alg.to_owned()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(registration_enabled: bool, cimd_enabled: bool) -> MetadataInput<'static> {
+        MetadataInput {
+            issuer: "https://as.example",
+            scopes_supported: vec!["mcp".into()],
+            signing_alg: "EdDSA",
+            registration_enabled,
+            cimd_enabled,
+        }
+    }
+
+    #[test]
+    fn advertises_only_the_registration_methods_that_are_enabled() {
+        let on = serde_json::to_value(authorization_server_metadata(input(true, true))).unwrap();
+        assert_eq!(on["registration_endpoint"], "https://as.example/register");
+        assert_eq!(on["client_id_metadata_document_supported"], true);
+        let off = serde_json::to_value(authorization_server_metadata(input(false, false))).unwrap();
+        assert!(off.get("registration_endpoint").is_none());
+        assert_eq!(off["client_id_metadata_document_supported"], false);
     }
 }

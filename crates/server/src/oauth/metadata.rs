@@ -29,6 +29,8 @@ pub async fn metadata_get(State(state): State<AppState>) -> Response {
             .map(str::to_owned)
             .collect(),
         signing_alg: state.keys.signing_alg(),
+        registration_enabled: state.settings.registration.enabled,
+        cimd_enabled: state.settings.cimd.enabled,
     });
     cacheable(Json(doc).into_response())
 }

@@ -11,7 +11,6 @@ pub mod revoke;
 pub mod token;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method};
 use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -38,10 +37,7 @@ pub fn cors(origins: &[String]) -> CorsLayer {
 pub fn router(state: &AppState) -> Router<AppState> {
     let api = Router::new()
         .route("/token", post(token::token_post))
-        .route(
-            "/register",
-            post(register::register_post).layer(DefaultBodyLimit::max(register::MAX_BODY_BYTES)),
-        )
+        .route("/register", post(register::register_post))
         .route("/revoke", post(revoke::revoke_post))
         .route("/introspect", post(introspect::introspect_post))
         .route("/jwks.json", get(metadata::jwks_get))

@@ -6,7 +6,7 @@
 //! Confidential clients always get a new registration, since each gets its own secret.
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -51,7 +51,7 @@ pub async fn register_post(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     if !state.settings.registration.enabled {
         return Err(OAuthError::new(
@@ -79,6 +79,11 @@ pub async fn register_post(
     if !is_json {
         return Err(metadata_error("the request body must be application/json"));
     }
+    // Read the body ourselves rather than through axum's `Bytes` extractor, whose rejection of
+    // an oversized body is a plain-text 413: RFC 7591 §3.2.2 errors are JSON.
+    let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| metadata_error("the request body is too large or unreadable"))?;
     let value: Value = serde_json::from_slice(&body)
         .map_err(|_| metadata_error("the request body is not valid JSON"))?;
     let obj = value

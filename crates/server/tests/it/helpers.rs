@@ -917,3 +917,311 @@ pub async fn oauth_error(r: Response) -> (StatusCode, String) {
         body["error"].as_str().expect("an error code").to_owned(),
     )
 }
+
+// ---------------------------------------------------------------------------------------------
+// Browser-side and registration helpers (registration, authorize, cimd, login, account, setup).
+// ---------------------------------------------------------------------------------------------
+
+/// The text of the error page's detail paragraph (`<p id="error-detail">`), HTML-unescaped.
+pub fn error_detail(html: &str) -> Option<String> {
+    element_text(html, "error-detail")
+}
+
+/// The text inside the element with `id`, up to its closing tag, HTML-unescaped.
+pub fn element_text(html: &str, id: &str) -> Option<String> {
+    let marker = format!("id=\"{id}\"");
+    let start = html.find(&marker)?;
+    let start = html[start..].find('>')? + start + 1;
+    let end = html[start..].find("</")? + start;
+    Some(unescape(&html[start..end]))
+}
+
+/// `url` with every `key` parameter removed, then `key=value` appended when `value` is given.
+pub fn with_param(url: &str, key: &str, value: Option<&str>) -> String {
+    let mut parsed = url::Url::parse(url).expect("an absolute URL");
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .into_owned()
+        .filter(|(k, _)| k != key)
+        .collect();
+    {
+        let mut q = parsed.query_pairs_mut();
+        q.clear();
+        for (k, v) in &kept {
+            q.append_pair(k, v);
+        }
+        if let Some(v) = value {
+            q.append_pair(key, v);
+        }
+    }
+    parsed.to_string()
+}
+
+/// Assert that `r` is a local HTML error page with `status` (never a redirect); returns its
+/// detail text.
+pub async fn error_page(r: Response, status: StatusCode) -> String {
+    assert_eq!(r.status(), status, "error page status");
+    assert!(
+        r.headers().get(LOCATION).is_none(),
+        "an error page never redirects"
+    );
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
+        "an HTML page"
+    );
+    let html = r.text().await.unwrap();
+    error_detail(&html).unwrap_or_else(|| panic!("an error page: {html}"))
+}
+
+/// Assert that `r` redirects the error `code` back to `redirect_uri`, with `state` and RFC 9207
+/// `iss`; returns the redirect's parameters.
+pub fn assert_error_redirect(
+    app: &TestApp,
+    r: &Response,
+    redirect_uri: &str,
+    code: &str,
+) -> HashMap<String, String> {
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "an error redirect");
+    let target = location(r);
+    assert!(
+        target.starts_with(&format!("{redirect_uri}?")),
+        "redirects to the registered URI: {target}"
+    );
+    let params = redirect_params(r);
+    assert_eq!(
+        params.get("error").map(String::as_str),
+        Some(code),
+        "{params:?}"
+    );
+    assert_eq!(params.get("state").map(String::as_str), Some("st-123"));
+    assert_eq!(params.get("iss"), Some(&app.url), "RFC 9207 iss");
+    assert!(!params.contains_key("code"), "no code with an error");
+    params
+}
+
+/// The consent form's hidden fields, from a consent page.
+pub struct ConsentForm {
+    pub csrf: String,
+    pub request: String,
+}
+
+impl ConsentForm {
+    pub fn from_page(html: &str) -> Self {
+        Self {
+            csrf: hidden_field(html, "csrf").expect("consent page has a CSRF field"),
+            request: hidden_field(html, "request").expect("consent page carries the request"),
+        }
+    }
+}
+
+impl Browser {
+    /// Sign in through the login page, asking to continue to `return_to`.
+    pub async fn login_to(&self, email: &str, password: &str, return_to: &str) -> Response {
+        let csrf = self.csrf_from("/login").await;
+        self.post_form(
+            "/login",
+            &[
+                ("email", email),
+                ("password", password),
+                ("csrf", &csrf),
+                ("return_to", return_to),
+            ],
+        )
+        .await
+    }
+
+    /// GET `page` and return the CSRF token of its form.
+    pub async fn csrf_from(&self, page: &str) -> String {
+        let html = self.get(page).await.text().await.unwrap();
+        hidden_field(&html, "csrf").unwrap_or_else(|| panic!("{page} has a CSRF field"))
+    }
+
+    /// GET `url` and return the consent page, asserting that one is shown.
+    pub async fn consent_page(&self, url: &str) -> String {
+        let r = self.get(url).await;
+        assert_eq!(r.status(), StatusCode::OK, "the consent page is shown");
+        r.text().await.unwrap()
+    }
+
+    /// Submit the consent form with `decision` (`allow` or `deny`).
+    pub async fn decide(&self, form: &ConsentForm, decision: &str) -> Response {
+        self.post_form(
+            "/authorize",
+            &[
+                ("csrf", &form.csrf),
+                ("request", &form.request),
+                ("decision", decision),
+            ],
+        )
+        .await
+    }
+
+    /// The `Set-Cookie` header for `name` in `r`.
+    pub fn set_cookie_header(r: &Response, name: &str) -> Option<String> {
+        r.headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|v| v.starts_with(&format!("{name}=")))
+    }
+}
+
+impl TestApp {
+    /// Register a client with `metadata`, asserting success; returns its id.
+    pub async fn register_client(&self, metadata: Value) -> String {
+        let r = self.register(metadata).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "registration succeeds");
+        r.json::<Value>().await.unwrap()["client_id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// POST a raw body to the registration endpoint.
+    pub async fn register_raw(
+        &self,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        self.http
+            .post(format!("{}/register", self.url))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A public client as `mcp-oauth client add` makes one (not dynamically registered).
+    pub async fn preregistered_public_client(&self, name: &str, redirect_uri: &str) -> String {
+        let id = mcp_oauth::random::id();
+        let metadata = json!({
+            "client_name": name, "redirect_uris": [redirect_uri],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"], "token_endpoint_auth_method": "none",
+        });
+        self.state
+            .db
+            .insert_client(&mcp_oauth_store::ClientRow {
+                id: id.clone(),
+                kind: "preregistered".into(),
+                metadata: metadata.to_string(),
+                secret_hash: None,
+                metadata_hash: None,
+                created_at: self.clock.now(),
+                last_used_at: None,
+                refresh_after: None,
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    /// Disable a user as `mcp-oauth user disable` does.
+    pub async fn disable_user(&self, user_id: &str) {
+        let disabled = self
+            .state
+            .db
+            .disable_user(user_id, self.clock.now(), self.state.revocation_ttl())
+            .await
+            .unwrap();
+        assert!(disabled);
+    }
+
+    /// Open first-run setup, as `serve` does when no user exists; returns the token.
+    pub fn open_setup(&self) -> String {
+        self.state.setup.open()
+    }
+}
+
+/// A tiny web server that serves one Client ID Metadata Document at `/client.json` and
+/// counts how often it is fetched.
+pub struct DocServer {
+    pub url: String,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// What the document server answers.
+#[derive(Clone, Default)]
+pub struct DocResponse {
+    pub body: String,
+    pub cache_control: Option<String>,
+    /// Answer with a 302 to this location instead of the document.
+    pub redirect_to: Option<String>,
+}
+
+impl DocServer {
+    /// Serve `doc`; the closure gets the document's URL (the client id) to build it.
+    pub async fn start(doc: impl FnOnce(&str) -> DocResponse) -> Self {
+        use axum::response::IntoResponse;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let url = format!("http://{}/client.json", listener.local_addr().unwrap());
+        let response = doc(&url);
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let handler = move || {
+            let response = response.clone();
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if let Some(to) = response.redirect_to {
+                    return (
+                        axum::http::StatusCode::FOUND,
+                        [(axum::http::header::LOCATION, to)],
+                    )
+                        .into_response();
+                }
+                let mut r = (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    response.body,
+                )
+                    .into_response();
+                if let Some(cc) = response.cache_control {
+                    r.headers_mut().insert(
+                        axum::http::header::CACHE_CONTROL,
+                        axum::http::HeaderValue::from_str(&cc).unwrap(),
+                    );
+                }
+                r
+            }
+        };
+        let router = axum::Router::new().route("/client.json", axum::routing::get(handler));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Self {
+            url,
+            fetches,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// How many times the document was requested.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        url::Url::parse(&self.url).unwrap().port().unwrap()
+    }
+}
+
+impl Drop for DocServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -5,14 +5,20 @@
 #[allow(dead_code)]
 mod helpers;
 
+mod account;
+mod authorize;
+mod cimd;
 mod cli;
 mod client_auth;
 mod client_credentials;
 mod housekeeping;
 mod introspection;
 mod keys;
+mod login;
 mod metadata;
+mod registration;
 mod revocation;
+mod setup;
 mod tls;
 mod token_code;
 mod token_refresh;
