@@ -51,11 +51,13 @@ async fn serves_https_with_the_configured_certificate() {
 
 #[tokio::test]
 async fn a_missing_certificate_is_reported_with_its_key() {
-    let mut raw = mcp_oauth::config::RawSettings::default();
-    raw.tls = Some(mcp_oauth::config::TlsSettings {
-        cert_file: "/nonexistent/cert.pem".into(),
-        key_file: "/nonexistent/key.pem".into(),
-    });
+    let raw = mcp_oauth::config::RawSettings {
+        tls: Some(mcp_oauth::config::TlsSettings {
+            cert_file: "/nonexistent/cert.pem".into(),
+            key_file: "/nonexistent/key.pem".into(),
+        }),
+        ..Default::default()
+    };
     let e = raw.validate().unwrap_err();
     assert_eq!(e.key, "tls.cert_file");
 }
