@@ -149,6 +149,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     crate::telemetry::init(settings.log_format, &settings.log_level);
+    if settings.mcp.open {
+        tracing::warn!(
+            "mcp.open is set: the MCP endpoints accept requests WITHOUT authentication. \
+             This is for conformance testing on loopback only."
+        );
+    }
     let app = Application::build(settings, Clock::system()).await?;
     let state = app.state().clone();
     if let Some(url) = app.setup_url().await? {

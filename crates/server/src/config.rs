@@ -2,6 +2,7 @@
 //! command-line flags. Everything is validated once at start; a bad value is reported with
 //! its key and what would be valid. Components receive only the slice they need.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -37,6 +38,38 @@ pub struct RawSettings {
     pub tls: Option<TlsSettings>,
     pub housekeeping: HousekeepingSettings,
     pub login: LoginSettings,
+    pub mcp: McpSettings,
+}
+
+/// The protected MCP server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpSettings {
+    /// Sessions (`Mcp-Session-Id`) for clients older than 2026-07-28; off serves every request
+    /// statelessly, which suits several instances behind a load balancer.
+    pub stateful: bool,
+    /// Answer plain JSON instead of an SSE stream where possible (stateless mode only).
+    pub json_response: bool,
+    /// Scopes every MCP request needs (advertised as the resources' `scopes_supported`).
+    pub base_scopes: Vec<String>,
+    /// Extra scopes per tool: `{ tool_name = ["scope", …] }`. A call without them gets 403
+    /// `insufficient_scope`, which makes clients ask the user for more (step-up).
+    pub tool_scopes: BTreeMap<String, Vec<String>>,
+    /// Serve the MCP endpoints without authentication. For conformance testing only: refused
+    /// unless the server listens on a loopback address, and warned about at start.
+    pub open: bool,
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        Self {
+            stateful: true,
+            json_response: false,
+            base_scopes: vec!["mcp".into()],
+            tool_scopes: BTreeMap::new(),
+            open: false,
+        }
+    }
 }
 
 /// Sign-in throttling (see `mcp_oauth_core::security::login_throttle`).
@@ -143,6 +176,9 @@ pub struct ScopeSettings {
     pub supported: Vec<String>,
     /// Granted when a client asks for none.
     pub default: Vec<String>,
+    /// Scope hierarchy: `{ broader = ["narrower", …] }`; a token with the broader scope may do
+    /// what the narrower ones allow.
+    pub implies: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,6 +260,7 @@ impl Default for RawSettings {
             tls: None,
             housekeeping: HousekeepingSettings::default(),
             login: LoginSettings::default(),
+            mcp: McpSettings::default(),
         }
     }
 }
@@ -251,6 +288,7 @@ impl Default for ScopeSettings {
         Self {
             supported: vec!["mcp".into(), "offline_access".into()],
             default: vec!["mcp".into()],
+            implies: BTreeMap::new(),
         }
     }
 }
@@ -392,6 +430,10 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     pub housekeeping_interval: std::time::Duration,
     pub login: LoginSettings,
+    pub mcp: McpSettings,
+    pub mcp_base_scopes: ScopeSet,
+    pub mcp_tool_scopes: BTreeMap<String, ScopeSet>,
+    pub scope_implications: BTreeMap<String, Vec<String>>,
     /// The MCP resources we issue tokens for; the first is the default.
     pub resources: Vec<ResourceUri>,
 }
@@ -577,12 +619,48 @@ impl RawSettings {
             return Err(bad("housekeeping.interval_seconds", "must be at least 1"));
         }
 
-        let mcp = ResourceUri::parse(&format!("{issuer}/mcp")).map_err(|e| {
-            bad(
-                "public_url",
-                format!("cannot derive the MCP resource URI: {e}"),
-            )
-        })?;
+        let resource = |path: &str| {
+            ResourceUri::parse(&format!("{issuer}{path}")).map_err(|e| {
+                bad(
+                    "public_url",
+                    format!("cannot derive the MCP resource URI: {e}"),
+                )
+            })
+        };
+        let resources = vec![resource("/mcp")?, resource("/sse")?];
+
+        let mcp_base_scopes = scope_list("mcp.base_scopes", &self.mcp.base_scopes)?;
+        if !mcp_base_scopes.is_subset(&supported_scopes)
+            || mcp_base_scopes.contains("offline_access")
+        {
+            return Err(bad(
+                "mcp.base_scopes",
+                "every base scope must be in scopes.supported, and offline_access is not a resource scope",
+            ));
+        }
+        let mut mcp_tool_scopes = BTreeMap::new();
+        for (tool, scopes) in &self.mcp.tool_scopes {
+            let key = format!("mcp.tool_scopes.{tool}");
+            let set = scope_list(&key, scopes)?;
+            if !set.is_subset(&supported_scopes) {
+                return Err(bad(
+                    &key,
+                    "every tool scope must also be in scopes.supported",
+                ));
+            }
+            mcp_tool_scopes.insert(tool.clone(), set);
+        }
+        for (broader, narrower) in &self.scopes.implies {
+            let key = format!("scopes.implies.{broader}");
+            scope_list(&key, std::slice::from_ref(broader))?;
+            scope_list(&key, narrower)?;
+        }
+        if self.mcp.open && !listen.ip().is_loopback() {
+            return Err(bad(
+                "mcp.open",
+                "an unauthenticated MCP endpoint is allowed only when listening on a loopback address",
+            ));
+        }
 
         Ok(Settings {
             issuer,
@@ -605,7 +683,11 @@ impl RawSettings {
                 self.housekeeping.interval_seconds,
             ),
             login: self.login,
-            resources: vec![mcp],
+            mcp: self.mcp,
+            mcp_base_scopes,
+            mcp_tool_scopes,
+            scope_implications: self.scopes.implies,
+            resources,
         })
     }
 }

@@ -104,7 +104,8 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(account::account_revoke_post),
         )
         .route("/static/app.css", get(crate::web::stylesheet))
-        .merge(crate::oauth::router(&state));
+        .merge(crate::oauth::router(&state))
+        .merge(crate::mcp::router(&state));
     let app = if base.is_empty() {
         app
     } else {
@@ -114,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(crate::oauth::well_known_router(&state))
+        .merge(crate::mcp::well_known_router(&state))
         .merge(app)
         .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), middleware::error_pages))
@@ -220,6 +222,12 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let tasks = crate::housekeeping::spawn(&self.state);
+        // Open MCP streams would hold graceful shutdown forever: end them when it starts.
+        let streams = self.state.shutdown.clone();
+        let shutdown = async move {
+            shutdown.await;
+            streams.cancel();
+        };
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();

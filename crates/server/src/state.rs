@@ -5,9 +5,11 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio_util::sync::CancellationToken;
 
 use mcp_oauth_core::oauth::authorize::AuthorizePolicy;
 use mcp_oauth_core::oauth::registration::RegistrationPolicy;
+use mcp_oauth_core::resource::scopes::ScopeHierarchy;
 use mcp_oauth_store::Db;
 
 use crate::clock::Clock;
@@ -31,6 +33,9 @@ pub struct AppState {
     pub registration_policy: Arc<RegistrationPolicy>,
     /// Our origin (`scheme://host[:port]`), for same-origin checks on forms.
     pub origin: Arc<str>,
+    pub scope_hierarchy: Arc<ScopeHierarchy>,
+    /// Cancelled at shutdown, so that long-lived MCP streams end and the server can stop.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -51,6 +56,7 @@ impl AppState {
         };
         let origin = settings.public_url.origin().ascii_serialization();
         let cimd = CimdFetcher::new(settings.cimd.clone())?;
+        let settings_implications = settings.scope_implications.clone();
         Ok(Self {
             settings: Arc::new(settings),
             db,
@@ -63,6 +69,8 @@ impl AppState {
             authorize_policy: Arc::new(authorize_policy),
             registration_policy: Arc::new(registration_policy),
             origin: origin.into(),
+            scope_hierarchy: Arc::new(ScopeHierarchy::new(settings_implications)),
+            shutdown: CancellationToken::new(),
         })
     }
 

@@ -15,6 +15,7 @@ mod housekeeping;
 mod introspection;
 mod keys;
 mod login;
+mod mcp;
 mod metadata;
 mod registration;
 mod revocation;

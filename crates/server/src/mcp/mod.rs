@@ -1,0 +1,208 @@
+//! The protected MCP server: Streamable HTTP at `/mcp` (rmcp), the legacy HTTP+SSE transport
+//! at `/sse` + `/message`, their RFC 9728 metadata, and the layers in front of them.
+//!
+//! Request path, outermost first: CORS → bearer (authenticate, check scopes, attach the
+//! `Principal`) → session owner check → rmcp (which also checks `Host` and `Origin` against
+//! DNS rebinding) → the tool.
+
+pub mod legacy_sse;
+pub mod server;
+pub mod sessions;
+pub mod tools;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::Value;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use mcp_oauth_core::domain::ScopeSet;
+use mcp_oauth_core::resource::metadata::metadata_url;
+
+use crate::resource::bearer::{BearerLayerState, OperationScopes, require_bearer};
+use crate::resource::{ProtectedResource, metadata};
+use crate::state::AppState;
+use server::McpServer;
+use sessions::{OwnedSessions, SessionOwners, session_guard};
+
+/// The protected endpoints: Streamable HTTP first (the default resource), then legacy SSE.
+pub fn protected_resources(state: &AppState) -> (Arc<ProtectedResource>, Arc<ProtectedResource>) {
+    let make = |i: usize| {
+        let resource = state.settings.resources[i].clone();
+        Arc::new(ProtectedResource {
+            metadata_url: metadata_url(resource.as_str()),
+            resource,
+            base_scopes: state.settings.mcp_base_scopes.clone(),
+        })
+    };
+    (make(0), make(1))
+}
+
+/// Scopes a request's `tools/call` messages need, from `[mcp.tool_scopes]`.
+fn operation_scopes(state: &AppState) -> Option<OperationScopes> {
+    let table = state.settings.mcp_tool_scopes.clone();
+    if table.is_empty() {
+        return None;
+    }
+    Some(Arc::new(move |body: &Value| {
+        let messages: Vec<&Value> = match body {
+            Value::Array(batch) => batch.iter().collect(),
+            single => vec![single],
+        };
+        messages
+            .into_iter()
+            .filter(|m| m["method"] == "tools/call")
+            .filter_map(|m| {
+                m["params"]["name"]
+                    .as_str()
+                    .and_then(|name| table.get(name))
+            })
+            .fold(ScopeSet::default(), |acc, s| acc.union(s))
+    }))
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let h = HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            h("mcp-session-id"),
+            h("mcp-protocol-version"),
+            h("mcp-method"),
+            h("mcp-name"),
+            h("last-event-id"),
+        ])
+        .expose_headers([
+            header::WWW_AUTHENTICATE,
+            h("mcp-session-id"),
+            h("mcp-protocol-version"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// DNS-rebinding protection for the routes rmcp does not serve: the `Host` must be ours.
+async fn host_guard(State(host): State<Arc<str>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let name = presented
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+        .map_or(presented, |(h, _)| h);
+    if !name
+        .trim_matches(['[', ']'])
+        .eq_ignore_ascii_case(host.trim_matches(['[', ']']))
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            "Forbidden: Host header is not allowed",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// The MCP routes, under the issuer's path.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let settings = &state.settings;
+    let server = McpServer::new(&settings.issuer);
+    let host: Arc<str> = settings.public_url.host_str().unwrap_or("localhost").into();
+    let mut config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(settings.mcp.stateful)
+        .with_json_response(settings.mcp.json_response)
+        .with_allowed_hosts([host.to_string()])
+        .with_cancellation_token(state.shutdown.child_token());
+    if !settings.cors_origins.iter().any(|o| o == "*") {
+        let mut origins = settings.cors_origins.clone();
+        origins.push(state.origin.to_string());
+        config = config
+            .with_allowed_origins(origins)
+            .enforce_origin_validation();
+    }
+    let factory = {
+        let server = server.clone();
+        move || Ok(server.clone())
+    };
+    let owners = SessionOwners::default();
+    let streamable = if settings.mcp.stateful {
+        let sessions = Arc::new(OwnedSessions::new(
+            LocalSessionManager::default(),
+            owners.clone(),
+        ));
+        Router::new().nest_service(
+            "/mcp",
+            StreamableHttpService::new(factory, sessions, config),
+        )
+    } else {
+        Router::new().nest_service(
+            "/mcp",
+            StreamableHttpService::new(factory, Arc::new(NeverSessionManager::default()), config),
+        )
+    }
+    .layer(from_fn_with_state(owners, session_guard));
+    let legacy = legacy_sse::router(server, settings.base_path(), state.shutdown.child_token())
+        .layer(from_fn_with_state(host, host_guard));
+
+    let (mcp, sse) = protected_resources(state);
+    let (streamable, legacy) = if settings.mcp.open {
+        (streamable, legacy)
+    } else {
+        let bearer = |protected: Arc<ProtectedResource>| BearerLayerState {
+            app: state.clone(),
+            protected,
+            operation_scopes: operation_scopes(state),
+        };
+        (
+            streamable.layer(from_fn_with_state(bearer(mcp), require_bearer)),
+            legacy.layer(from_fn_with_state(bearer(sse), require_bearer)),
+        )
+    };
+    Router::new()
+        .merge(streamable)
+        .merge(legacy)
+        .layer(cors(&settings.cors_origins))
+}
+
+/// RFC 9728 documents at the origin's root: path-inserted for each endpoint, and the root
+/// one (for the Streamable HTTP endpoint), which clients probe last.
+pub fn well_known_router(state: &AppState) -> Router<AppState> {
+    let (mcp, sse) = protected_resources(state);
+    let issuer: Arc<str> = state.settings.issuer.clone().into();
+    let doc = |p: Arc<ProtectedResource>| {
+        let issuer = issuer.clone();
+        get(move || {
+            let (p, issuer) = (p.clone(), issuer.clone());
+            async move { metadata::response(&p, &issuer) }
+        })
+    };
+    let path_of = |p: &ProtectedResource| {
+        p.metadata_url
+            .split_once("/.well-known/")
+            .map(|(_, rest)| format!("/.well-known/{rest}"))
+            .unwrap_or_default()
+    };
+    Router::new()
+        .route(&path_of(&mcp), doc(mcp.clone()))
+        .route(&path_of(&sse), doc(sse))
+        .route("/.well-known/oauth-protected-resource", doc(mcp))
+        .layer(crate::oauth::cors(&state.settings.cors_origins))
+}

@@ -1,0 +1,185 @@
+//! The bearer layer in front of every MCP endpoint (MCP authorization, "Access Token Usage";
+//! RFC 6750 §3; RFC 8707 audience). It runs before the MCP service sees anything:
+//!
+//! ```text
+//!   no Authorization header ─────────────> 401 Bearer resource_metadata=…, scope=…
+//!   token in the query / repeated header ─> 400 error="invalid_request"
+//!   malformed, bad signature, wrong issuer,
+//!   expired, another resource's, revoked ─> 401 error="invalid_token"
+//!   lacks a scope the operation needs ───> 403 error="insufficient_scope", scope=<all needed>
+//!   otherwise ───────────────────────────> Principal in the request extensions, on to MCP
+//! ```
+//!
+//! The token is checked locally (signature against the cached keys, claims, the in-memory
+//! revocation list), so no database round trip is on this path.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use mcp_oauth_core::domain::ScopeSet;
+use mcp_oauth_core::oauth::access_token::{ClaimsError, validate_claims};
+use mcp_oauth_core::resource::bearer::{self, BearerError, Credentials};
+use mcp_oauth_core::resource::challenge::{BearerErrorCode, Challenge};
+
+use super::{Principal, ProtectedResource};
+use crate::state::AppState;
+
+/// Clock skew tolerated on `exp` and `nbf`, seconds.
+const LEEWAY: i64 = 5;
+/// Largest JSON-RPC body inspected for per-tool scopes (the MCP service's own limit).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Scopes an MCP request needs beyond the base ones, from the JSON-RPC messages it carries.
+pub type OperationScopes = Arc<dyn Fn(&Value) -> ScopeSet + Send + Sync>;
+
+#[derive(Clone)]
+pub struct BearerLayerState {
+    pub app: AppState,
+    pub protected: Arc<ProtectedResource>,
+    pub operation_scopes: Option<OperationScopes>,
+}
+
+fn challenge(
+    protected: &ProtectedResource,
+    error: Option<BearerErrorCode>,
+    description: Option<&str>,
+    scope: Option<ScopeSet>,
+) -> Response {
+    let c = Challenge {
+        error,
+        description: description.map(str::to_owned),
+        scope,
+        resource_metadata: protected.metadata_url.clone(),
+    };
+    let status = StatusCode::from_u16(c.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let body = match error {
+        Some(e) => {
+            json!({"error": e.as_str(), "error_description": description.unwrap_or_default()})
+        }
+        None => {
+            json!({"error": "unauthorized", "error_description": "an access token is required"})
+        }
+    };
+    let mut r = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&c.header_value()) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+pub async fn require_bearer(
+    State(layer): State<BearerLayerState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let protected = &layer.protected;
+    let state = &layer.app;
+    let headers: Vec<&str> = req
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let token = match bearer::extract(&headers, req.uri().query()) {
+        Ok(Credentials::Bearer(t)) => t.to_owned(),
+        Ok(Credentials::None) => {
+            return challenge(protected, None, None, Some(protected.base_scopes.clone()));
+        }
+        Err(e @ (BearerError::InQuery | BearerError::Repeated)) => {
+            return challenge(
+                protected,
+                Some(BearerErrorCode::InvalidRequest),
+                Some(&e.to_string()),
+                None,
+            );
+        }
+        Err(e @ BearerError::Malformed) => {
+            return challenge(
+                protected,
+                Some(BearerErrorCode::InvalidToken),
+                Some(&e.to_string()),
+                None,
+            );
+        }
+    };
+    let invalid = |d: &str| {
+        challenge(
+            protected,
+            Some(BearerErrorCode::InvalidToken),
+            Some(d),
+            None,
+        )
+    };
+    let now = state.clock.now();
+    let Ok(claims) = state.keys.verify_or_reload(&token, now).await else {
+        return invalid("the access token is not one this server issued");
+    };
+    match validate_claims(
+        &claims,
+        &state.settings.issuer,
+        protected.resource.as_str(),
+        now,
+        LEEWAY,
+    ) {
+        Ok(()) => {}
+        Err(ClaimsError::WrongAudience) => {
+            return invalid("the access token was issued for another resource");
+        }
+        Err(e) => return invalid(&e.to_string()),
+    }
+    if state
+        .revocations
+        .is_revoked(&claims.jti, claims.gid.as_deref())
+    {
+        return invalid("the access token has been revoked");
+    }
+    let granted = ScopeSet::parse(&claims.scope).unwrap_or_default();
+
+    // What this request needs: the base scopes, plus whatever its JSON-RPC messages need.
+    let (req, required) = match &layer.operation_scopes {
+        Some(scopes_for) if req.method() == Method::POST => {
+            let (parts, body) = req.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+                return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+            };
+            let extra = serde_json::from_slice::<Value>(&bytes)
+                .map(|v| scopes_for(&v))
+                .unwrap_or_default();
+            (
+                Request::from_parts(parts, Body::from(bytes)),
+                protected.base_scopes.union(&extra),
+            )
+        }
+        _ => (req, protected.base_scopes.clone()),
+    };
+    if !state
+        .scope_hierarchy
+        .missing(&granted, &required)
+        .is_empty()
+    {
+        return challenge(
+            protected,
+            Some(BearerErrorCode::InsufficientScope),
+            Some("the access token lacks a scope this operation needs"),
+            Some(required),
+        );
+    }
+
+    let mut req = req;
+    req.extensions_mut().insert(Principal {
+        subject: claims.sub,
+        client_id: claims.client_id,
+        scopes: granted,
+        token_id: claims.jti,
+        grant_id: claims.gid,
+        expires_at: claims.exp,
+    });
+    next.run(req).await
+}
