@@ -38,7 +38,10 @@ end
 async fn spawn(open: bool) -> (Application, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let db_path = std::env::temp_dir().join(format!("mcp_oauth_bench_mcp_{}_{open}.db", std::process::id()));
+    let db_path = std::env::temp_dir().join(format!(
+        "mcp_oauth_bench_mcp_{}_{open}.db",
+        std::process::id()
+    ));
     let mut raw = RawSettings {
         public_url: format!("http://{addr}"),
         listen: addr.to_string(),
@@ -51,7 +54,9 @@ async fn spawn(open: bool) -> (Application, String) {
     raw.log_level = "warn".into();
     let settings = raw.validate().unwrap();
     let db = connect_db(&settings.database_url).await.unwrap();
-    let app = Application::build_on(settings, Clock::system(), db, listener).await.unwrap();
+    let app = Application::build_on(settings, Clock::system(), db, listener)
+        .await
+        .unwrap();
     (app, format!("http://{addr}"))
 }
 
@@ -75,9 +80,22 @@ fn parse_ms(s: &str) -> f64 {
     }
 }
 
-fn wrk(name: &'static str, url: &str, token: &str, script: &std::path::Path, seconds: u64, connections: u64) -> Result {
+fn wrk(
+    name: &'static str,
+    url: &str,
+    token: &str,
+    script: &std::path::Path,
+    seconds: u64,
+    connections: u64,
+) -> Result {
     let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency", "-s"])
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
         .arg(script)
         .arg(url)
         .env("BENCH_BODY", CALL)
@@ -85,8 +103,16 @@ fn wrk(name: &'static str, url: &str, token: &str, script: &std::path::Path, sec
         .output()
         .expect("wrk is installed (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && !text.contains("Non-2xx"), "wrk failed for {name}:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    let field = |prefix: &str| text.lines().find_map(|l| l.trim().strip_prefix(prefix).map(str::to_owned)).unwrap_or_default();
+    assert!(
+        out.status.success() && !text.contains("Non-2xx"),
+        "wrk failed for {name}:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(str::to_owned))
+            .unwrap_or_default()
+    };
     Result {
         name,
         rps: field("Requests/sec:").trim().parse().unwrap_or(f64::NAN),
@@ -97,8 +123,14 @@ fn wrk(name: &'static str, url: &str, token: &str, script: &std::path::Path, sec
 
 #[tokio::main]
 async fn main() {
-    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    let connections: u64 = std::env::var("BENCH_CONNECTIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(32);
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let connections: u64 = std::env::var("BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
 
     let (auth_app, auth_url) = spawn(false).await;
     let token = {
@@ -123,10 +155,13 @@ async fn main() {
 
     let bare = {
         let body = json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "The sum of 2 and 40 is 42."}], "isError": false}});
-        let app = axum::Router::new().route("/mcp", post(move || {
-            let body = body.clone();
-            async move { Json(body) }
-        }));
+        let app = axum::Router::new().route(
+            "/mcp",
+            post(move || {
+                let body = body.clone();
+                async move { Json(body) }
+            }),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -134,20 +169,66 @@ async fn main() {
     };
 
     let script = tempfile_path("mcp_call.lua");
-    std::fs::File::create(&script).unwrap().write_all(WRK_SCRIPT.as_bytes()).unwrap();
+    std::fs::File::create(&script)
+        .unwrap()
+        .write_all(WRK_SCRIPT.as_bytes())
+        .unwrap();
     // Warm both servers up.
-    let _ = wrk("warm-up", &format!("{auth_url}/mcp"), &token, &script, 2, connections);
-    let _ = wrk("warm-up", &format!("{open_url}/mcp"), "", &script, 2, connections);
+    let _ = wrk(
+        "warm-up",
+        &format!("{auth_url}/mcp"),
+        &token,
+        &script,
+        2,
+        connections,
+    );
+    let _ = wrk(
+        "warm-up",
+        &format!("{open_url}/mcp"),
+        "",
+        &script,
+        2,
+        connections,
+    );
 
     let results = [
-        wrk("bare axum handler (fixed body)", &format!("{bare}/mcp"), "", &script, seconds, connections),
-        wrk("tools/call, authentication off", &format!("{open_url}/mcp"), "", &script, seconds, connections),
-        wrk("tools/call, authenticated", &format!("{auth_url}/mcp"), &token, &script, seconds, connections),
+        wrk(
+            "bare axum handler (fixed body)",
+            &format!("{bare}/mcp"),
+            "",
+            &script,
+            seconds,
+            connections,
+        ),
+        wrk(
+            "tools/call, authentication off",
+            &format!("{open_url}/mcp"),
+            "",
+            &script,
+            seconds,
+            connections,
+        ),
+        wrk(
+            "tools/call, authenticated",
+            &format!("{auth_url}/mcp"),
+            &token,
+            &script,
+            seconds,
+            connections,
+        ),
     ];
-    println!("\nMCP tools/call (add_numbers), {connections} connections, {seconds} s per scenario, wrk -t2");
-    println!("{:<34} {:>10} {:>9} {:>9}", "scenario", "req/s", "p50 ms", "p99 ms");
+    println!(
+        "\nMCP tools/call (add_numbers), {connections} connections, {seconds} s per scenario, wrk -t2"
+    );
+    println!(
+        "{:<34} {:>10} {:>9} {:>9}",
+        "scenario", "req/s", "p50 ms", "p99 ms"
+    );
     for r in &results {
-        println!("{:<34} {:>10.0} {:>9.2} {:>9.2}", r.name, r.rps, r.p50_ms, r.p99_ms);
+        println!(
+            "{:<34} {:>10.0} {:>9.2} {:>9.2}",
+            r.name, r.rps, r.p50_ms, r.p99_ms
+        );
     }
     let cost = 100.0 * (1.0 - results[2].rps / results[1].rps);
     println!("authentication costs {cost:.1}% of throughput (target: under 15%)");

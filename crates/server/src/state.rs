@@ -17,6 +17,7 @@ use crate::config::Settings;
 use crate::identity::setup::SetupToken;
 use crate::keys::KeyStore;
 use crate::oauth::cimd::CimdFetcher;
+use crate::resource::VerifiedTokens;
 use crate::revocation::RevocationList;
 
 #[derive(Clone)]
@@ -34,6 +35,7 @@ pub struct AppState {
     /// Our origin (`scheme://host[:port]`), for same-origin checks on forms.
     pub origin: Arc<str>,
     pub scope_hierarchy: Arc<ScopeHierarchy>,
+    pub verified_tokens: Arc<VerifiedTokens>,
     /// Cancelled at shutdown, so that long-lived MCP streams end and the server can stop.
     pub shutdown: CancellationToken,
 }
@@ -70,6 +72,7 @@ impl AppState {
             registration_policy: Arc::new(registration_policy),
             origin: origin.into(),
             scope_hierarchy: Arc::new(ScopeHierarchy::new(settings_implications)),
+            verified_tokens: Arc::default(),
             shutdown: CancellationToken::new(),
         })
     }

@@ -118,8 +118,16 @@ pub async fn require_bearer(
         )
     };
     let now = state.clock.now();
-    let Ok(claims) = state.keys.verify_or_reload(&token, now).await else {
-        return invalid("the access token is not one this server issued");
+    let claims = match state.verified_tokens.get(&token) {
+        Some(claims) => claims,
+        None => match state.keys.verify_or_reload(&token, now).await {
+            Ok(claims) => {
+                let claims = Arc::new(claims);
+                state.verified_tokens.insert(&token, claims.clone(), now);
+                claims
+            }
+            Err(_) => return invalid("the access token is not one this server issued"),
+        },
     };
     match validate_claims(
         &claims,
@@ -174,11 +182,11 @@ pub async fn require_bearer(
 
     let mut req = req;
     req.extensions_mut().insert(Principal {
-        subject: claims.sub,
-        client_id: claims.client_id,
+        subject: claims.sub.clone(),
+        client_id: claims.client_id.clone(),
         scopes: granted,
-        token_id: claims.jti,
-        grant_id: claims.gid,
+        token_id: claims.jti.clone(),
+        grant_id: claims.gid.clone(),
         expires_at: claims.exp,
     });
     next.run(req).await

@@ -4,7 +4,10 @@
 pub mod bearer;
 pub mod metadata;
 
+use std::sync::Arc;
+
 use mcp_oauth_core::domain::{ResourceUri, ScopeSet};
+use mcp_oauth_core::oauth::access_token::AccessTokenClaims;
 
 /// One protected endpoint (Streamable HTTP at `/mcp`, legacy SSE at `/sse`).
 #[derive(Debug, Clone)]
@@ -27,4 +30,39 @@ pub struct Principal {
     pub token_id: String,
     pub grant_id: Option<String>,
     pub expires_at: i64,
+}
+
+/// Access tokens whose signature has been verified, so that a client presenting the same
+/// token on every request pays for the signature check once. Keyed by the token's SHA-256
+/// (raw bearer tokens are not kept); an entry is only ever a token that passed verification,
+/// and its claims are still checked (expiry, audience, revocation) on every request.
+#[derive(Default)]
+pub struct VerifiedTokens {
+    entries: std::sync::RwLock<std::collections::HashMap<[u8; 32], Arc<AccessTokenClaims>>>,
+}
+
+/// Beyond this many live entries the cache starts over: simple, and bounded.
+const VERIFIED_TOKENS_CAPACITY: usize = 10_000;
+
+impl VerifiedTokens {
+    fn key(token: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(token.as_bytes()).into()
+    }
+
+    pub fn get(&self, token: &str) -> Option<Arc<AccessTokenClaims>> {
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.get(&Self::key(token)).cloned()
+    }
+
+    pub fn insert(&self, token: &str, claims: Arc<AccessTokenClaims>, now: i64) {
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= VERIFIED_TOKENS_CAPACITY {
+            entries.retain(|_, c| c.exp > now);
+            if entries.len() >= VERIFIED_TOKENS_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(Self::key(token), claims);
+    }
 }
