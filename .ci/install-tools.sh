@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need into .ci/tools/ (gitignored):
 #   - Debian's Chromium (system package; Playwright may not download browsers here)
-#   - Node 22 + @modelcontextprotocol/conformance, from .ci/npm/package-lock.json
-#   - a Python venv with playwright, from e2e/requirements.txt
+#   - Node 22, @modelcontextprotocol/conformance and the TypeScript MCP SDK
+#     (@modelcontextprotocol/sdk), from .ci/npm/package-lock.json
+#   - a Python venv with playwright and the Python MCP SDK (mcp), from
+#     e2e/requirements.txt
 # Every step is skipped when its pinned inputs are already installed, so a
 # second run takes about a second.
 set -euo pipefail
@@ -28,8 +30,9 @@ fi
 # lock file changed (the copy doubles as the "installed" stamp).
 NPM_DIR=$TOOLS/npm
 if ! cmp -s .ci/npm/package-lock.json "$NPM_DIR/package-lock.json" \
-   || [[ ! -x $NPM_DIR/node_modules/.bin/conformance ]]; then
-  echo "install-tools: npm ci (Node 22 + conformance)"
+   || [[ ! -x $NPM_DIR/node_modules/.bin/conformance ]] \
+   || [[ ! -f $NPM_DIR/node_modules/@modelcontextprotocol/sdk/package.json ]]; then
+  echo "install-tools: npm ci (Node 22, conformance, MCP SDK)"
   rm -rf "$NPM_DIR"
   mkdir -p "$NPM_DIR"
   cp .ci/npm/package.json .ci/npm/package-lock.json "$NPM_DIR/"
@@ -45,7 +48,7 @@ fi
 VENV=$TOOLS/venv
 if ! cmp -s e2e/requirements.txt "$VENV/requirements.txt" \
    || [[ ! -x $VENV/bin/python ]]; then
-  echo "install-tools: creating Python venv with playwright"
+  echo "install-tools: creating Python venv (playwright, mcp)"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r e2e/requirements.txt
@@ -55,4 +58,5 @@ fi
 echo "install-tools: chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}')," \
   "node $("$NPM_DIR/node_modules/.bin/node" --version)," \
   "conformance $("$NPM_DIR/node_modules/.bin/node" -p 'require("./'"$NPM_DIR"'/node_modules/@modelcontextprotocol/conformance/package.json").version')," \
-  "playwright $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("playwright"))')"
+  "sdk $("$NPM_DIR/node_modules/.bin/node" -p 'require("./'"$NPM_DIR"'/node_modules/@modelcontextprotocol/sdk/package.json").version')," \
+  "$("$VENV/bin/python" -c 'import importlib.metadata as m; print(", ".join(p + " " + m.version(p) for p in ("playwright", "mcp")))')"

@@ -18,6 +18,9 @@ artifacts directory, when:
     (wrong password, or the server did not accept the consent),
   - the callback carries an OAuth `error` parameter.
 
+As a module: `complete_login(url, email, password, callback=None, timeout=60,
+artifacts=...)` does the same and returns the exit code (sdk_python.py uses it).
+
 Uses Debian's /usr/bin/chromium: Playwright's own browser download is not
 reachable from CI machines.
 """
@@ -134,6 +137,44 @@ def log(msg):
     print(f"browser_login: {msg}", flush=True)
 
 
+def complete_login(url, email, password, callback=None, timeout=60.0,
+                   artifacts="target/e2e-artifacts"):
+    """Drive the flow at `url` to `callback`; 0 on success, 1 on failure (reason on stderr).
+
+    Uses Playwright's sync API, so call it from a thread without a running event loop
+    (asyncio code: `await asyncio.to_thread(complete_login, ...)`).
+    """
+    if not callback:
+        redirect = parse_qs(urlsplit(url).query).get("redirect_uri")
+        if not redirect:
+            print("browser_login: URL has no redirect_uri; pass --callback", file=sys.stderr)
+            return 2
+        callback = redirect[0]
+
+    deadline = time.monotonic() + timeout
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(timeout * 1000)
+            # Chromium explains blocked navigations (e.g. a CSP form-action
+            # violation, seen by Playwright only as net::ERR_ABORTED) on the console.
+            console_errors = []
+            page.on("console", lambda m: m.type == "error" and console_errors.append(m.text))
+            try:
+                final = run_flow(page, url, email, password, callback, deadline)
+            except (FlowError, PlaywrightError) as e:
+                save_evidence(page, artifacts)
+                for text in console_errors:
+                    log(f"browser console error: {text}")
+                print(f"browser_login: FAILED: {e}", file=sys.stderr, flush=True)
+                return 1
+            log(f"reached callback {redact(final)}")
+            return 0
+        finally:
+            browser.close()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("url", help="authorization request URL")
@@ -143,36 +184,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=60, help="seconds for the whole flow (default 60)")
     ap.add_argument("--artifacts", default="target/e2e-artifacts", help="where failure screenshots go")
     args = ap.parse_args()
-
-    callback = args.callback
-    if not callback:
-        redirect = parse_qs(urlsplit(args.url).query).get("redirect_uri")
-        if not redirect:
-            sys.exit("browser_login: URL has no redirect_uri; pass --callback")
-        callback = redirect[0]
-
-    deadline = time.monotonic() + args.timeout
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(args.timeout * 1000)
-            # Chromium explains blocked navigations (e.g. a CSP form-action
-            # violation, seen by Playwright only as net::ERR_ABORTED) on the console.
-            console_errors = []
-            page.on("console", lambda m: m.type == "error" and console_errors.append(m.text))
-            try:
-                final = run_flow(page, args.url, args.email, args.password, callback, deadline)
-            except (FlowError, PlaywrightError) as e:
-                save_evidence(page, args.artifacts)
-                for text in console_errors:
-                    log(f"browser console error: {text}")
-                print(f"browser_login: FAILED: {e}", file=sys.stderr, flush=True)
-                return 1
-            log(f"reached callback {redact(final)}")
-            return 0
-        finally:
-            browser.close()
+    return complete_login(args.url, args.email, args.password, args.callback,
+                          args.timeout, args.artifacts)
 
 
 def save_evidence(page, artifacts):

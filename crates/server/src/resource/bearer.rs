@@ -79,6 +79,29 @@ pub async fn require_bearer(
     req: Request,
     next: Next,
 ) -> Response {
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let mut response = match authenticate(&layer, req).await {
+        Ok(req) => return next.run(req).await,
+        Err(refusal) => refusal,
+    };
+    // A refusal is sent before the request body is read, and hyper then closes the connection
+    // rather than read a body nobody wants. Say so: a client that saw no `Connection: close`
+    // reuses the connection for its next request (e.g. the metadata discovery that follows a
+    // 401) and gets "server disconnected" when the close wins the race.
+    if has_body {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// The request with the caller's `Principal` attached, or the refusal to send.
+async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request, Response> {
     let protected = &layer.protected;
     let state = &layer.app;
     let headers: Vec<&str> = req
@@ -90,23 +113,28 @@ pub async fn require_bearer(
     let token = match bearer::extract(&headers, req.uri().query()) {
         Ok(Credentials::Bearer(t)) => t.to_owned(),
         Ok(Credentials::None) => {
-            return challenge(protected, None, None, Some(protected.base_scopes.clone()));
+            return Err(challenge(
+                protected,
+                None,
+                None,
+                Some(protected.base_scopes.clone()),
+            ));
         }
         Err(e @ (BearerError::InQuery | BearerError::Repeated)) => {
-            return challenge(
+            return Err(challenge(
                 protected,
                 Some(BearerErrorCode::InvalidRequest),
                 Some(&e.to_string()),
                 None,
-            );
+            ));
         }
         Err(e @ BearerError::Malformed) => {
-            return challenge(
+            return Err(challenge(
                 protected,
                 Some(BearerErrorCode::InvalidToken),
                 Some(&e.to_string()),
                 None,
-            );
+            ));
         }
     };
     let invalid = |d: &str| {
@@ -126,7 +154,7 @@ pub async fn require_bearer(
                 state.verified_tokens.insert(&token, claims.clone(), now);
                 claims
             }
-            Err(_) => return invalid("the access token is not one this server issued"),
+            Err(_) => return Err(invalid("the access token is not one this server issued")),
         },
     };
     match validate_claims(
@@ -138,15 +166,15 @@ pub async fn require_bearer(
     ) {
         Ok(()) => {}
         Err(ClaimsError::WrongAudience) => {
-            return invalid("the access token was issued for another resource");
+            return Err(invalid("the access token was issued for another resource"));
         }
-        Err(e) => return invalid(&e.to_string()),
+        Err(e) => return Err(invalid(&e.to_string())),
     }
     if state
         .revocations
         .is_revoked(&claims.jti, claims.gid.as_deref())
     {
-        return invalid("the access token has been revoked");
+        return Err(invalid("the access token has been revoked"));
     }
     let granted = ScopeSet::parse(&claims.scope).unwrap_or_default();
 
@@ -155,7 +183,9 @@ pub async fn require_bearer(
         Some(scopes_for) if req.method() == Method::POST => {
             let (parts, body) = req.into_parts();
             let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-                return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+                return Err(
+                    (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response()
+                );
             };
             let extra = serde_json::from_slice::<Value>(&bytes)
                 .map(|v| scopes_for(&v))
@@ -172,12 +202,12 @@ pub async fn require_bearer(
         .missing(&granted, &required)
         .is_empty()
     {
-        return challenge(
+        return Err(challenge(
             protected,
             Some(BearerErrorCode::InsufficientScope),
             Some("the access token lacks a scope this operation needs"),
             Some(required),
-        );
+        ));
     }
 
     let mut req = req;
@@ -189,5 +219,5 @@ pub async fn require_bearer(
         grant_id: claims.gid.clone(),
         expires_at: claims.exp,
     });
-    next.run(req).await
+    Ok(req)
 }
