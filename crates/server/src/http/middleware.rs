@@ -112,3 +112,19 @@ pub async fn error_pages(State(state): State<AppState>, req: Request, next: Next
         Err(_) => (parts.status, content.title).into_response(),
     }
 }
+
+/// For a response sent without reading the request's body: hyper then closes the connection
+/// rather than read a body nobody wants, so say so with `Connection: close`. A client that
+/// saw no such header reuses the connection for its next request (the metadata discovery
+/// after a 401, say) and gets "server disconnected" when the close wins the race.
+pub fn close_if_body_unread(request: &axum::http::HeaderMap, response: &mut Response) {
+    let has_body = request.contains_key(header::TRANSFER_ENCODING)
+        || request
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+}

@@ -138,7 +138,11 @@ async fn post_message(
     let to_server = match state.sessions.read().await.get(&session_id) {
         Some(s) if s.owner == caller => s.to_server.clone(),
         // Unknown, or another user's: the same answer, so as not to reveal it exists.
-        _ => return (StatusCode::NOT_FOUND, "Session not found").into_response(),
+        _ => {
+            let mut refusal = (StatusCode::NOT_FOUND, "Session not found").into_response();
+            crate::http::middleware::close_if_body_unread(&parts.headers, &mut refusal);
+            return refusal;
+        }
     };
     let Ok(bytes) = axum::body::to_bytes(body, MAX_MESSAGE_BYTES).await else {
         return (StatusCode::PAYLOAD_TOO_LARGE, "message too large").into_response();

@@ -27,6 +27,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use mcp_oauth_core::domain::ScopeSet;
 use mcp_oauth_core::resource::metadata::metadata_url;
 
+use crate::http::middleware::close_if_body_unread;
 use crate::resource::bearer::{BearerLayerState, OperationScopes, require_bearer};
 use crate::resource::{ProtectedResource, metadata};
 use crate::state::AppState;
@@ -112,11 +113,13 @@ async fn host_guard(State(host): State<Arc<str>>, request: Request, next: Next) 
         .trim_matches(['[', ']'])
         .eq_ignore_ascii_case(host.trim_matches(['[', ']']))
     {
-        return (
+        let mut refusal = (
             StatusCode::FORBIDDEN,
             "Forbidden: Host header is not allowed",
         )
             .into_response();
+        close_if_body_unread(request.headers(), &mut refusal);
+        return refusal;
     }
     next.run(request).await
 }

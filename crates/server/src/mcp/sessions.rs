@@ -222,7 +222,10 @@ pub async fn session_guard(
                 security_event = "session_owner_mismatch",
                 "session id presented by another user"
             );
-            return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+            let mut refusal =
+                (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+            crate::http::middleware::close_if_body_unread(request.headers(), &mut refusal);
+            return refusal;
         }
     }
     next.run(request).await

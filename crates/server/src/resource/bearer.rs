@@ -29,6 +29,7 @@ use mcp_oauth_core::resource::bearer::{self, BearerError, Credentials};
 use mcp_oauth_core::resource::challenge::{BearerErrorCode, Challenge};
 
 use super::{Principal, ProtectedResource};
+use crate::http::middleware::close_if_body_unread;
 use crate::state::AppState;
 
 /// Clock skew tolerated on `exp` and `nbf`, seconds.
@@ -79,24 +80,12 @@ pub async fn require_bearer(
     req: Request,
     next: Next,
 ) -> Response {
-    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
-        || req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
+    let headers = req.headers().clone();
     let mut response = match authenticate(&layer, req).await {
         Ok(req) => return next.run(req).await,
         Err(refusal) => refusal,
     };
-    // A refusal is sent before the request body is read, and hyper then closes the connection
-    // rather than read a body nobody wants. Say so: a client that saw no `Connection: close`
-    // reuses the connection for its next request (e.g. the metadata discovery that follows a
-    // 401) and gets "server disconnected" when the close wins the race.
-    if has_body {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
+    close_if_body_unread(&headers, &mut response);
     response
 }
 
