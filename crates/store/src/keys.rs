@@ -28,6 +28,23 @@ impl std::fmt::Debug for SigningKeyRow {
     }
 }
 
+async fn insert_key_with<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    key: &SigningKeyRow,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&key.kid)
+    .bind(&key.alg)
+    .bind(&key.private_key)
+    .bind(&key.public_jwk)
+    .bind(key.created_at)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
 impl Db {
     /// Keys still published at `now`, newest first.
     pub async fn published_keys(&self, now: i64) -> Result<Vec<SigningKeyRow>> {
@@ -57,16 +74,7 @@ impl Db {
         .bind(old_expires_at)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&key.kid)
-        .bind(&key.alg)
-        .bind(&key.private_key)
-        .bind(&key.public_jwk)
-        .bind(key.created_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_key_with(&mut *tx, key).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -80,16 +88,7 @@ impl Db {
                 .fetch_one(&mut *tx)
                 .await?;
         if active == 0 {
-            sqlx::query(
-                "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&key.kid)
-            .bind(&key.alg)
-            .bind(&key.private_key)
-            .bind(&key.public_jwk)
-            .bind(key.created_at)
-            .execute(&mut *tx)
-            .await?;
+            insert_key_with(&mut *tx, key).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -31,23 +31,30 @@ macro_rules! user_columns {
     };
 }
 
+async fn insert_user_with<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    user: &UserRow,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash, is_admin, created_at, disabled_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&user.id)
+    .bind(&user.email)
+    .bind(&user.password_hash)
+    .bind(user.is_admin)
+    .bind(user.created_at)
+    .bind(user.disabled_at)
+    .execute(executor)
+    .await
+    .map_err(conflict_aware)?;
+    Ok(())
+}
+
 impl Db {
     /// Insert a user. `StoreError::Conflict` when the email is taken.
     pub async fn insert_user(&self, user: &UserRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO users (id, email, password_hash, is_admin, created_at, disabled_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&user.id)
-        .bind(&user.email)
-        .bind(&user.password_hash)
-        .bind(user.is_admin)
-        .bind(user.created_at)
-        .bind(user.disabled_at)
-        .execute(&self.pool)
-        .await
-        .map_err(conflict_aware)?;
-        Ok(())
+        insert_user_with(&self.pool, user).await
     }
 
     /// Insert the first user only if there is none yet: the setup page's guarantee that a
@@ -69,19 +76,7 @@ impl Db {
         if count > 0 {
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO users (id, email, password_hash, is_admin, created_at, disabled_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&user.id)
-        .bind(&user.email)
-        .bind(&user.password_hash)
-        .bind(user.is_admin)
-        .bind(user.created_at)
-        .bind(user.disabled_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(conflict_aware)?;
+        insert_user_with(&mut *tx, user).await?;
         tx.commit().await?;
         Ok(true)
     }

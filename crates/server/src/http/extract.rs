@@ -62,6 +62,15 @@ impl OAuthForm {
             .filter(|v| !v.is_empty())
     }
 
+    /// A required parameter that must appear exactly once (RFC 6749 §3.2).
+    pub fn single(&self, name: &str) -> Result<&str, OAuthError> {
+        if self.count(name) > 1 {
+            return Err(OAuthError::invalid_request(format!("`{name}` is repeated")));
+        }
+        self.get(name)
+            .ok_or_else(|| OAuthError::invalid_request(format!("`{name}` is required")))
+    }
+
     pub fn count(&self, name: &str) -> usize {
         self.0.iter().filter(|(k, _)| k == name).count()
     }

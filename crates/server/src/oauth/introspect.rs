@@ -85,13 +85,7 @@ pub async fn introspect_post(
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Response, ApiError> {
-    if form.count("token") > 1 {
-        return Err(OAuthError::invalid_request("`token` is repeated").into());
-    }
-    let token = form
-        .get("token")
-        .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?
-        .to_owned();
+    let token = form.single("token")?.to_owned();
     let caller = authenticated_client(&state, &headers, &form).await?;
     if caller.is_public() {
         return Err(

@@ -7,7 +7,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use mcp_oauth_core::domain::SecretHash;
-use mcp_oauth_core::oauth::OAuthError;
 
 use super::token::authenticated_client;
 use crate::http::error::{ApiError, no_store};
@@ -24,13 +23,7 @@ pub async fn revoke_post(
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Response, ApiError> {
-    if form.count("token") > 1 {
-        return Err(OAuthError::invalid_request("`token` is repeated").into());
-    }
-    let token = form
-        .get("token")
-        .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?
-        .to_owned();
+    let token = form.single("token")?.to_owned();
     let client = authenticated_client(&state, &headers, &form).await?;
     let now = state.clock.now();
 
