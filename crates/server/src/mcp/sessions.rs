@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::Stream;
 use rmcp::model::{ClientJsonRpcMessage, GetExtensions, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::{EventStore, ServerSseMessage};
@@ -222,7 +223,10 @@ pub async fn session_guard(
                 security_event = "session_owner_mismatch",
                 "session id presented by another user"
             );
-            return (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
+            // Byte for byte rmcp's answer for an unknown session, headers included.
+            let mut r = Response::new(Body::from("Not Found: Session not found"));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            return r;
         }
     }
     next.run(request).await
