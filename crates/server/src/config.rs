@@ -788,6 +788,29 @@ mod tests {
     }
 
     #[test]
+    fn an_open_mcp_endpoint_is_refused_unless_listening_on_loopback() {
+        for listen in ["0.0.0.0:8080", "[::]:8080", "192.0.2.10:8080"] {
+            let mut r = raw();
+            r.mcp.open = true;
+            r.listen = listen.into();
+            let e = r.validate().unwrap_err();
+            assert_eq!(e.key, "mcp.open", "{listen}");
+        }
+        for listen in ["127.0.0.1:8080", "[::1]:8080"] {
+            let mut r = raw();
+            r.mcp.open = true;
+            r.listen = listen.into();
+            assert!(r.validate().is_ok(), "{listen}");
+        }
+        let mut r = raw();
+        r.listen = "0.0.0.0:8080".into();
+        assert!(
+            r.validate().is_ok(),
+            "a protected endpoint may listen anywhere"
+        );
+    }
+
+    #[test]
     fn cidr_matching() {
         let c = Cidr::parse("10.0.0.0/8").unwrap();
         assert!(c.contains("10.1.2.3".parse().unwrap()));

@@ -5,7 +5,8 @@
 /// What the request carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credentials<'a> {
-    /// No `Authorization` header: answer with a bare challenge (RFC 6750 §3.1).
+    /// No `Authorization` header, or one for another scheme: answer with a bare challenge
+    /// (RFC 6750 §3.1).
     None,
     Bearer(&'a str),
 }
@@ -48,7 +49,9 @@ pub fn extract<'a>(
     };
     let (scheme, token) = value.split_once(' ').ok_or(BearerError::Malformed)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(BearerError::Malformed);
+        // RFC 6750 §3.1: a request "attempted using an unsupported authentication method"
+        // lacks Bearer credentials, and gets the bare challenge, without an error code.
+        return Ok(Credentials::None);
     }
     let token = token.trim_start_matches(' ');
     if !is_b64token(token) {
@@ -76,9 +79,17 @@ mod tests {
     }
 
     #[test]
+    fn another_scheme_counts_as_no_bearer_credentials() {
+        assert_eq!(
+            extract(&["Basic dXNlcjpwYXNz"], None),
+            Ok(Credentials::None)
+        );
+        assert_eq!(extract(&["DPoP abc"], None), Ok(Credentials::None));
+    }
+
+    #[test]
     fn refuses_everything_else() {
         for (h, why) in [
-            ("Basic abc", "other scheme"),
             ("Bearer", "no token"),
             ("Bearer ", "empty token"),
             ("Bearer a b", "space in token"),

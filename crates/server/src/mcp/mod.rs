@@ -3,7 +3,7 @@
 //!
 //! Request path, outermost first: CORS → bearer (authenticate, check scopes, attach the
 //! `Principal`) → session owner check → rmcp (which also checks `Host` and `Origin` against
-//! DNS rebinding) → the tool.
+//! DNS rebinding; `rebinding_guard` does the same for the legacy routes) → the tool.
 
 pub mod legacy_sse;
 pub mod server;
@@ -98,8 +98,23 @@ fn cors(origins: &[String]) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// DNS-rebinding protection for the routes rmcp does not serve: the `Host` must be ours.
-async fn host_guard(State(host): State<Arc<str>>, request: Request, next: Next) -> Response {
+/// What the legacy routes accept against DNS rebinding, as rmcp is configured for `/mcp`.
+#[derive(Clone)]
+struct RebindingGuard {
+    /// Our public host name (any port).
+    host: Arc<str>,
+    /// The origins allowed to call us, when the configuration lists them; `None` for `*`.
+    origins: Option<Arc<[String]>>,
+}
+
+/// DNS-rebinding protection for the routes rmcp does not serve (MCP transports, "Security
+/// Warning": validate `Origin`, answer 403 when it is invalid): the `Host` must be ours, and
+/// an `Origin`, when present, one of those allowed.
+async fn rebinding_guard(
+    State(guard): State<RebindingGuard>,
+    request: Request,
+    next: Next,
+) -> Response {
     let presented = request
         .headers()
         .get(header::HOST)
@@ -111,7 +126,7 @@ async fn host_guard(State(host): State<Arc<str>>, request: Request, next: Next) 
         .map_or(presented, |(h, _)| h);
     if !name
         .trim_matches(['[', ']'])
-        .eq_ignore_ascii_case(host.trim_matches(['[', ']']))
+        .eq_ignore_ascii_case(guard.host.trim_matches(['[', ']']))
     {
         let mut refusal = (
             StatusCode::FORBIDDEN,
@@ -120,6 +135,17 @@ async fn host_guard(State(host): State<Arc<str>>, request: Request, next: Next) 
             .into_response();
         close_if_body_unread(request.headers(), &mut refusal);
         return refusal;
+    }
+    if let (Some(allowed), Some(origin)) = (&guard.origins, request.headers().get(header::ORIGIN))
+        && !origin
+            .to_str()
+            .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o)))
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            "Forbidden: Origin header is not allowed",
+        )
+            .into_response();
     }
     next.run(request).await
 }
@@ -134,11 +160,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .with_json_response(settings.mcp.json_response)
         .with_allowed_hosts([host.to_string()])
         .with_cancellation_token(state.shutdown.child_token());
-    if !settings.cors_origins.iter().any(|o| o == "*") {
+    let origins = (!settings.cors_origins.iter().any(|o| o == "*")).then(|| {
         let mut origins = settings.cors_origins.clone();
         origins.push(state.origin.to_string());
+        origins
+    });
+    if let Some(origins) = &origins {
         config = config
-            .with_allowed_origins(origins)
+            .with_allowed_origins(origins.clone())
             .enforce_origin_validation();
     }
     let factory = {
@@ -163,7 +192,13 @@ pub fn router(state: &AppState) -> Router<AppState> {
     }
     .layer(from_fn_with_state(owners, session_guard));
     let legacy = legacy_sse::router(server, settings.base_path(), state.shutdown.child_token())
-        .layer(from_fn_with_state(host, host_guard));
+        .layer(from_fn_with_state(
+            RebindingGuard {
+                host,
+                origins: origins.map(Into::into),
+            },
+            rebinding_guard,
+        ));
 
     let (mcp, sse) = protected_resources(state);
     let (streamable, legacy) = if settings.mcp.open {

@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::Stream;
 use rmcp::model::{ClientJsonRpcMessage, GetExtensions, ServerJsonRpcMessage};
 use rmcp::transport::streamable_http_server::session::{EventStore, ServerSseMessage};
@@ -206,27 +207,28 @@ pub async fn session_guard(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(id) = request
+    let caller = request
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.subject.as_str());
+    let foreign = request
         .headers()
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
-    {
-        let caller = request
-            .extensions()
-            .get::<Principal>()
-            .map(|p| p.subject.as_str());
-        if let Some(owner) = owners.owner(id)
-            && Some(owner.as_str()) != caller
-        {
-            tracing::warn!(
-                security_event = "session_owner_mismatch",
-                "session id presented by another user"
-            );
-            let mut refusal =
-                (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response();
-            crate::http::middleware::close_if_body_unread(request.headers(), &mut refusal);
-            return refusal;
-        }
+        .and_then(|id| owners.owner(id))
+        .is_some_and(|owner| Some(owner.as_str()) != caller);
+    if foreign {
+        tracing::warn!(
+            security_event = "session_owner_mismatch",
+            "session id presented by another user"
+        );
+        // Byte for byte rmcp's answer for an unknown session, headers included. rmcp reads the
+        // body before answering, so do the same: an unread body would make hyper close the
+        // connection, which would both break keep-alive and tell the two cases apart.
+        let _ = axum::body::to_bytes(request.into_body(), 4 * 1024 * 1024).await;
+        let mut r = Response::new(Body::from("Not Found: Session not found"));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        return r;
     }
     next.run(request).await
 }

@@ -2,7 +2,7 @@
 //! RFC 6750 §3; RFC 8707 audience). It runs before the MCP service sees anything:
 //!
 //! ```text
-//!   no Authorization header ─────────────> 401 Bearer resource_metadata=…, scope=…
+//!   no Authorization (or another scheme) ─> 401 Bearer resource_metadata=…, scope=…
 //!   token in the query / repeated header ─> 400 error="invalid_request"
 //!   malformed, bad signature, wrong issuer,
 //!   expired, another resource's, revoked ─> 401 error="invalid_token"

@@ -1225,3 +1225,246 @@ impl Drop for DocServer {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// MCP helpers (mcp, mcp_auth, mcp_sse): JSON-RPC bodies, requests with the headers an MCP
+// client sends, and tokens minted with our own key for claims the AS would never issue.
+// ---------------------------------------------------------------------------------------------
+
+/// The protocol version the helpers initialise with.
+pub const MCP_VERSION: &str = "2025-06-18";
+
+/// A JSON-RPC request.
+pub fn rpc(id: i64, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+pub fn initialize(id: i64) -> Value {
+    initialize_with_version(id, MCP_VERSION)
+}
+
+pub fn initialize_with_version(id: i64, version: &str) -> Value {
+    rpc(
+        id,
+        "initialize",
+        json!({"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "it", "version": "0"}}),
+    )
+}
+
+pub fn initialized() -> Value {
+    json!({"jsonrpc": "2.0", "method": "notifications/initialized"})
+}
+
+pub fn tool_call(id: i64, name: &str, arguments: Value) -> Value {
+    rpc(
+        id,
+        "tools/call",
+        json!({"name": name, "arguments": arguments}),
+    )
+}
+
+/// What an MCP endpoint answered: the JSON-RPC messages of a JSON or SSE body.
+#[derive(Debug)]
+pub struct McpReply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+    pub messages: Vec<Value>,
+}
+
+impl McpReply {
+    pub async fn read(r: Response) -> Self {
+        let (status, headers) = (r.status(), r.headers().clone());
+        let body = r.text().await.unwrap();
+        let messages = if headers
+            .get("content-type")
+            .is_some_and(|c| c.to_str().unwrap().starts_with("text/event-stream"))
+        {
+            body.lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .filter_map(|d| serde_json::from_str(d.trim()).ok())
+                .collect()
+        } else {
+            serde_json::from_str(&body)
+                .map(|v| vec![v])
+                .unwrap_or_default()
+        };
+        Self {
+            status,
+            headers,
+            body,
+            messages,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    pub fn session_id(&self) -> Option<String> {
+        self.header("mcp-session-id").map(str::to_owned)
+    }
+
+    /// The `result` of the one JSON-RPC response, asserting a 200 without a JSON-RPC error.
+    pub fn result(&self) -> &Value {
+        assert_eq!(self.status, StatusCode::OK, "{}", self.body);
+        let result = &self
+            .messages
+            .first()
+            .unwrap_or_else(|| panic!("a JSON-RPC response: {}", self.body))["result"];
+        assert!(!result.is_null(), "a result, not an error: {}", self.body);
+        result
+    }
+
+    /// The text of a tool result, with its `isError` flag.
+    pub fn tool_text(&self) -> (&str, bool) {
+        let result = self.result();
+        (
+            result["content"][0]["text"]
+                .as_str()
+                .expect("a text result"),
+            result["isError"].as_bool().unwrap_or(false),
+        )
+    }
+
+    /// Assert that the request was refused by the bearer layer before MCP saw it: `status`,
+    /// exactly `challenge` in `WWW-Authenticate`, an OAuth-shaped body with `error`, and no
+    /// JSON-RPC answer or session.
+    pub fn assert_refused(&self, status: StatusCode, challenge: &str, error: &str) {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(
+            self.header("www-authenticate"),
+            Some(challenge),
+            "the challenge"
+        );
+        assert!(self.session_id().is_none(), "no session was created");
+        let body: Value = serde_json::from_str(&self.body)
+            .unwrap_or_else(|_| panic!("a JSON error body: {}", self.body));
+        assert_eq!(body["error"], error, "{body}");
+        assert!(
+            body.get("jsonrpc").is_none() && body.get("result").is_none(),
+            "nothing reached the MCP service: {body}"
+        );
+    }
+}
+
+/// An exact `WWW-Authenticate` value, rendered independently of the server's builder.
+pub fn bearer_challenge(
+    error: Option<(&str, &str)>,
+    scope: Option<&str>,
+    resource_metadata: &str,
+) -> String {
+    let mut params = Vec::new();
+    if let Some((code, description)) = error {
+        params.push(format!("error=\"{code}\""));
+        params.push(format!("error_description=\"{description}\""));
+    }
+    if let Some(s) = scope {
+        params.push(format!("scope=\"{s}\""));
+    }
+    params.push(format!("resource_metadata=\"{resource_metadata}\""));
+    format!("Bearer {}", params.join(", "))
+}
+
+impl TestApp {
+    /// The legacy SSE resource: `<issuer>/sse`.
+    pub fn sse_resource(&self) -> String {
+        format!("{}/sse", self.state.settings.issuer)
+    }
+
+    /// Where the metadata of the resource at `path` (`/mcp`, `/sse`) is served.
+    pub fn prm_url(&self, path: &str) -> String {
+        format!(
+            "{}/.well-known/oauth-protected-resource{}{path}",
+            self.url,
+            self.state.settings.base_path()
+        )
+    }
+
+    /// `path` (`/mcp`, `/sse`, `/message?…`) under the issuer's path on this instance.
+    pub fn mcp_url(&self, path: &str) -> String {
+        format!("{}{}{path}", self.url, self.state.settings.base_path())
+    }
+
+    /// A request to an MCP endpoint with the headers a Streamable HTTP client sends.
+    pub fn mcp_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .request(method, self.mcp_url(path))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req
+    }
+
+    /// POST `body` to `/mcp`, in `session` if given.
+    pub async fn mcp_send(
+        &self,
+        token: Option<&str>,
+        session: Option<&str>,
+        body: &Value,
+    ) -> McpReply {
+        let mut req = self
+            .mcp_request(reqwest::Method::POST, "/mcp", token)
+            .body(body.to_string());
+        if let Some(s) = session {
+            req = req.header("mcp-session-id", s);
+        }
+        McpReply::read(req.send().await.unwrap()).await
+    }
+
+    /// Initialise a Streamable HTTP session with `token`; returns its id.
+    pub async fn mcp_session(&self, token: &str) -> String {
+        let init = self.mcp_send(Some(token), None, &initialize(1)).await;
+        init.result();
+        let session = init.session_id().expect("a session id");
+        let ack = self
+            .mcp_send(Some(token), Some(&session), &initialized())
+            .await;
+        assert_eq!(ack.status, StatusCode::ACCEPTED, "{}", ack.body);
+        session
+    }
+
+    /// Claims of a valid `mcp` token for `/mcp` that the test then edits, signed with the
+    /// server's current key: for tokens the authorization server would never issue.
+    pub fn mint_access_token(
+        &self,
+        edit: impl FnOnce(&mut mcp_oauth_core::oauth::access_token::AccessTokenClaims),
+    ) -> String {
+        let now = self.clock.now();
+        let mut claims = mcp_oauth_core::oauth::access_token::AccessTokenClaims {
+            iss: self.state.settings.issuer.clone(),
+            sub: "minted-user".into(),
+            aud: self.mcp_resource(),
+            client_id: "minted-client".into(),
+            scope: "mcp".into(),
+            exp: now + self.state.settings.tokens.access_ttl,
+            iat: now,
+            nbf: now,
+            jti: mcp_oauth::random::id(),
+            gid: None,
+            auth_time: None,
+        };
+        edit(&mut claims);
+        self.state.keys.sign(&claims).unwrap()
+    }
+}
+
+/// POST one JSON-RPC message to `/mcp`; returns the status, headers and the JSON-RPC
+/// messages in the body (plain JSON or an SSE stream).
+pub async fn mcp_post(
+    app: &TestApp,
+    token: Option<&str>,
+    session: Option<&str>,
+    body: Value,
+) -> (StatusCode, HeaderMap, Vec<Value>) {
+    let r = app.mcp_send(token, session, &body).await;
+    (r.status, r.headers, r.messages)
+}

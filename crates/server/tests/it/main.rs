@@ -16,6 +16,8 @@ mod introspection;
 mod keys;
 mod login;
 mod mcp;
+mod mcp_auth;
+mod mcp_sse;
 mod metadata;
 mod registration;
 mod revocation;
