@@ -113,18 +113,27 @@ pub async fn error_pages(State(state): State<AppState>, req: Request, next: Next
     }
 }
 
+/// Does the request carry a body? A response sent without reading it must say
+/// `Connection: close` (see `announce_close`).
+pub fn has_body(request: &axum::http::HeaderMap) -> bool {
+    request.contains_key(header::TRANSFER_ENCODING)
+        || request
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
 /// For a response sent without reading the request's body: hyper then closes the connection
 /// rather than read a body nobody wants, so say so with `Connection: close`. A client that
 /// saw no such header reuses the connection for its next request (the metadata discovery
 /// after a 401, say) and gets "server disconnected" when the close wins the race.
+pub fn announce_close(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
 pub fn close_if_body_unread(request: &axum::http::HeaderMap, response: &mut Response) {
-    let has_body = request.contains_key(header::TRANSFER_ENCODING)
-        || request
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    if has_body {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if has_body(request) {
+        announce_close(response);
     }
 }

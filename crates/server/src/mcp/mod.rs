@@ -28,7 +28,7 @@ use mcp_oauth_core::domain::ScopeSet;
 use mcp_oauth_core::resource::metadata::metadata_url;
 
 use crate::http::middleware::close_if_body_unread;
-use crate::resource::bearer::{BearerLayerState, OperationScopes, require_bearer};
+use crate::resource::bearer::{BearerLayer, BearerLayerState, OperationScopes, require_bearer};
 use crate::resource::{ProtectedResource, metadata};
 use crate::state::AppState;
 use server::McpServer;
@@ -204,10 +204,12 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let (streamable, legacy) = if settings.mcp.open {
         (streamable, legacy)
     } else {
-        let bearer = |protected: Arc<ProtectedResource>| BearerLayerState {
-            app: state.clone(),
-            protected,
-            operation_scopes: operation_scopes(state),
+        let bearer = |protected: Arc<ProtectedResource>| -> BearerLayerState {
+            Arc::new(BearerLayer {
+                app: state.clone(),
+                protected,
+                operation_scopes: operation_scopes(state),
+            })
         };
         (
             streamable.layer(from_fn_with_state(bearer(mcp), require_bearer)),

@@ -28,8 +28,8 @@ use mcp_oauth_core::oauth::access_token::{ClaimsError, validate_claims};
 use mcp_oauth_core::resource::bearer::{self, BearerError, Credentials};
 use mcp_oauth_core::resource::challenge::{BearerErrorCode, Challenge};
 
-use super::{Principal, ProtectedResource};
-use crate::http::middleware::close_if_body_unread;
+use super::{Principal, ProtectedResource, VerifiedToken};
+use crate::http::middleware::{announce_close, has_body};
 use crate::state::AppState;
 
 /// Clock skew tolerated on `exp` and `nbf`, seconds.
@@ -41,11 +41,14 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 pub type OperationScopes = Arc<dyn Fn(&Value) -> ScopeSet + Send + Sync>;
 
 #[derive(Clone)]
-pub struct BearerLayerState {
+pub struct BearerLayer {
     pub app: AppState,
     pub protected: Arc<ProtectedResource>,
     pub operation_scopes: Option<OperationScopes>,
 }
+
+/// Cloned for every request by axum's `State`: one reference count, not the whole app state.
+pub type BearerLayerState = Arc<BearerLayer>;
 
 fn challenge(
     protected: &ProtectedResource,
@@ -80,12 +83,14 @@ pub async fn require_bearer(
     req: Request,
     next: Next,
 ) -> Response {
-    let headers = req.headers().clone();
+    let body_unread = has_body(req.headers());
     let mut response = match authenticate(&layer, req).await {
         Ok(req) => return next.run(req).await,
         Err(refusal) => refusal,
     };
-    close_if_body_unread(&headers, &mut response);
+    if body_unread {
+        announce_close(&mut response);
+    }
     response
 }
 
@@ -135,19 +140,20 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
         )
     };
     let now = state.clock.now();
-    let claims = match state.verified_tokens.get(&token) {
-        Some(claims) => claims,
+    let verified = match state.verified_tokens.get(&token) {
+        Some(verified) => verified,
         None => match state.keys.verify_or_reload(&token, now).await {
             Ok(claims) => {
-                let claims = Arc::new(claims);
-                state.verified_tokens.insert(&token, claims.clone(), now);
-                claims
+                let verified = Arc::new(VerifiedToken::new(claims));
+                state.verified_tokens.insert(&token, verified.clone(), now);
+                verified
             }
             Err(_) => return Err(invalid("the access token is not one this server issued")),
         },
     };
+    let claims = &verified.claims;
     match validate_claims(
-        &claims,
+        claims,
         &state.settings.issuer,
         protected.resource.as_str(),
         now,
@@ -165,10 +171,10 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
     {
         return Err(invalid("the access token has been revoked"));
     }
-    let granted = ScopeSet::parse(&claims.scope).unwrap_or_default();
+    let granted = &verified.scopes;
 
     // What this request needs: the base scopes, plus whatever its JSON-RPC messages need.
-    let (req, required) = match &layer.operation_scopes {
+    let (req, extra) = match &layer.operation_scopes {
         Some(scopes_for) if req.method() == Method::POST => {
             let (parts, body) = req.into_parts();
             let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
@@ -181,21 +187,21 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
                 .unwrap_or_default();
             (
                 Request::from_parts(parts, Body::from(bytes)),
-                protected.base_scopes.union(&extra),
+                Some(extra).filter(|e| !e.is_empty()),
             )
         }
-        _ => (req, protected.base_scopes.clone()),
+        _ => (req, None),
     };
-    if !state
-        .scope_hierarchy
-        .missing(&granted, &required)
-        .is_empty()
-    {
+    let required = match extra {
+        None => std::borrow::Cow::Borrowed(&protected.base_scopes),
+        Some(extra) => std::borrow::Cow::Owned(protected.base_scopes.union(&extra)),
+    };
+    if !state.scope_hierarchy.missing(granted, &required).is_empty() {
         return Err(challenge(
             protected,
             Some(BearerErrorCode::InsufficientScope),
             Some("the access token lacks a scope this operation needs"),
-            Some(required),
+            Some(required.into_owned()),
         ));
     }
 
@@ -203,7 +209,7 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
     req.extensions_mut().insert(Principal {
         subject: claims.sub.clone(),
         client_id: claims.client_id.clone(),
-        scopes: granted,
+        scopes: granted.clone(),
         token_id: claims.jti.clone(),
         grant_id: claims.gid.clone(),
         expires_at: claims.exp,

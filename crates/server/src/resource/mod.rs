@@ -38,7 +38,21 @@ pub struct Principal {
 /// and its claims are still checked (expiry, audience, revocation) on every request.
 #[derive(Default)]
 pub struct VerifiedTokens {
-    entries: std::sync::RwLock<std::collections::HashMap<[u8; 32], Arc<AccessTokenClaims>>>,
+    entries: std::sync::RwLock<std::collections::HashMap<[u8; 32], Arc<VerifiedToken>>>,
+}
+
+/// A token whose signature checked out, with its scopes parsed once.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub claims: AccessTokenClaims,
+    pub scopes: ScopeSet,
+}
+
+impl VerifiedToken {
+    pub fn new(claims: AccessTokenClaims) -> Self {
+        let scopes = ScopeSet::parse(&claims.scope).unwrap_or_default();
+        Self { claims, scopes }
+    }
 }
 
 /// Beyond this many live entries the cache starts over: simple, and bounded.
@@ -50,19 +64,19 @@ impl VerifiedTokens {
         sha2::Sha256::digest(token.as_bytes()).into()
     }
 
-    pub fn get(&self, token: &str) -> Option<Arc<AccessTokenClaims>> {
+    pub fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
         let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
         entries.get(&Self::key(token)).cloned()
     }
 
-    pub fn insert(&self, token: &str, claims: Arc<AccessTokenClaims>, now: i64) {
+    pub fn insert(&self, token: &str, verified: Arc<VerifiedToken>, now: i64) {
         let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= VERIFIED_TOKENS_CAPACITY {
-            entries.retain(|_, c| c.exp > now);
+            entries.retain(|_, v| v.claims.exp > now);
             if entries.len() >= VERIFIED_TOKENS_CAPACITY {
                 entries.clear();
             }
         }
-        entries.insert(Self::key(token), claims);
+        entries.insert(Self::key(token), verified);
     }
 }
