@@ -331,6 +331,7 @@ async fn admin(command: &Command, settings: &Settings, db: &Db) -> anyhow::Resul
             let policy = mcp_oauth_core::oauth::registration::RegistrationPolicy {
                 supported_scopes: settings.supported_scopes.clone(),
                 private_use_schemes: settings.private_use_schemes.clone(),
+                allow_client_credentials: true,
             };
             let metadata: ClientMetadata = validate_client_metadata(obj, &policy, None)
                 .map_err(|e| anyhow!("{}", e.description))?;

@@ -58,6 +58,9 @@ pub struct McpSettings {
     /// Serve the MCP endpoints without authentication. For conformance testing only: refused
     /// unless the server listens on a loopback address, and warned about at start.
     pub open: bool,
+    /// Accept tokens issued to a client for itself (client credentials, no user) at the MCP
+    /// endpoints. Off by default: every MCP call then acts for a user who signed in.
+    pub accept_client_credentials: bool,
 }
 
 impl Default for McpSettings {
@@ -68,6 +71,7 @@ impl Default for McpSettings {
             base_scopes: vec!["mcp".into()],
             tool_scopes: BTreeMap::new(),
             open: false,
+            accept_client_credentials: false,
         }
     }
 }
@@ -436,6 +440,9 @@ pub struct Settings {
     pub scope_implications: BTreeMap<String, Vec<String>>,
     /// The MCP resources we issue tokens for; the first is the default.
     pub resources: Vec<ResourceUri>,
+    /// The resources that accept client-credentials tokens (none unless
+    /// `mcp.accept_client_credentials`).
+    pub client_token_resources: Vec<ResourceUri>,
 }
 
 impl Settings {
@@ -662,6 +669,12 @@ impl RawSettings {
             ));
         }
 
+        let client_token_resources = if self.mcp.accept_client_credentials {
+            resources.clone()
+        } else {
+            vec![]
+        };
+
         Ok(Settings {
             issuer,
             public_url,
@@ -687,6 +700,7 @@ impl RawSettings {
             mcp_base_scopes,
             mcp_tool_scopes,
             scope_implications: self.scopes.implies,
+            client_token_resources,
             resources,
         })
     }

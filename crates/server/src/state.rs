@@ -55,6 +55,7 @@ impl AppState {
         let registration_policy = RegistrationPolicy {
             supported_scopes: settings.supported_scopes.clone(),
             private_use_schemes: settings.private_use_schemes.clone(),
+            allow_client_credentials: false,
         };
         let origin = settings.public_url.origin().ascii_serialization();
         let cimd = CimdFetcher::new(settings.cimd.clone())?;

@@ -29,6 +29,15 @@ pub struct AccessTokenClaims {
     pub auth_time: Option<UnixTime>,
 }
 
+impl AccessTokenClaims {
+    /// Issued to a client for itself (client credentials) rather than for a user. RFC 9068 §2.2
+    /// makes `sub` the client id for such tokens; user ids and client ids are both random, so a
+    /// user token never has `sub == client_id`.
+    pub fn is_client_only(&self) -> bool {
+        self.sub == self.client_id
+    }
+}
+
 pub struct MintAccessToken<'a> {
     pub issuer: &'a str,
     pub subject: &'a str,
@@ -134,6 +143,14 @@ mod tests {
         ] {
             assert!(json.get(k).is_some(), "{k}");
         }
+    }
+
+    #[test]
+    fn a_token_whose_subject_is_its_client_has_no_user() {
+        let mut c = claims();
+        assert!(!c.is_client_only());
+        c.sub = c.client_id.clone();
+        assert!(c.is_client_only());
     }
 
     #[test]

@@ -169,6 +169,7 @@ mod tests {
         RegistrationPolicy {
             supported_scopes: ScopeSet::parse("mcp").unwrap(),
             private_use_schemes: PrivateUseSchemes::Any,
+            allow_client_credentials: false,
         }
     }
 

@@ -19,7 +19,7 @@ pub struct AuthorizationServerMetadata {
     pub scopes_supported: Vec<String>,
     pub response_types_supported: [&'static str; 1],
     pub response_modes_supported: [&'static str; 1],
-    pub grant_types_supported: [&'static str; 3],
+    pub grant_types_supported: Vec<&'static str>,
     pub token_endpoint_auth_methods_supported: [&'static str; 3],
     pub revocation_endpoint_auth_methods_supported: [&'static str; 3],
     pub introspection_endpoint_auth_methods_supported: [&'static str; 2],
@@ -44,6 +44,8 @@ pub struct MetadataInput<'a> {
     pub registration_enabled: bool,
     /// Client ID Metadata Documents are accepted.
     pub cimd_enabled: bool,
+    /// Some resource accepts tokens without a user, so `client_credentials` can be used.
+    pub client_credentials_enabled: bool,
 }
 
 /// Build the document. Endpoint URLs hang off the issuer, which has no trailing slash.
@@ -64,7 +66,13 @@ pub fn authorization_server_metadata(input: MetadataInput<'_>) -> AuthorizationS
         scopes_supported: input.scopes_supported,
         response_types_supported: ["code"],
         response_modes_supported: ["query"],
-        grant_types_supported: ["authorization_code", "refresh_token", "client_credentials"],
+        grant_types_supported: {
+            let mut grants = vec!["authorization_code", "refresh_token"];
+            if input.client_credentials_enabled {
+                grants.push("client_credentials");
+            }
+            grants
+        },
         token_endpoint_auth_methods_supported: TokenEndpointAuthMethod::ALL,
         revocation_endpoint_auth_methods_supported: TokenEndpointAuthMethod::ALL,
         introspection_endpoint_auth_methods_supported: secret_methods,
@@ -88,6 +96,7 @@ mod tests {
             signing_alg: "EdDSA",
             registration_enabled,
             cimd_enabled,
+            client_credentials_enabled: false,
         }
     }
 
@@ -99,5 +108,23 @@ mod tests {
         let off = serde_json::to_value(authorization_server_metadata(input(false, false))).unwrap();
         assert!(off.get("registration_endpoint").is_none());
         assert_eq!(off["client_id_metadata_document_supported"], false);
+    }
+
+    #[test]
+    fn advertises_client_credentials_only_when_a_resource_accepts_its_tokens() {
+        let off = serde_json::to_value(authorization_server_metadata(input(true, true))).unwrap();
+        assert_eq!(
+            off["grant_types_supported"],
+            serde_json::json!(["authorization_code", "refresh_token"])
+        );
+        let on = serde_json::to_value(authorization_server_metadata(MetadataInput {
+            client_credentials_enabled: true,
+            ..input(true, true)
+        }))
+        .unwrap();
+        assert_eq!(
+            on["grant_types_supported"],
+            serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
+        );
     }
 }

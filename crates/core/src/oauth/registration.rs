@@ -34,6 +34,10 @@ impl PrivateUseSchemes {
 pub struct RegistrationPolicy {
     pub supported_scopes: ScopeSet,
     pub private_use_schemes: PrivateUseSchemes,
+    /// Whether this registration channel may grant `client_credentials`. Only the operator's
+    /// (`mcp-oauth client add`): a client that needs no user is one the operator vouches for,
+    /// so anonymous dynamic registration must never yield one.
+    pub allow_client_credentials: bool,
 }
 
 fn metadata_error(d: impl Into<std::borrow::Cow<'static, str>>) -> OAuthError {
@@ -144,6 +148,12 @@ pub fn validate_client_metadata(
             grants
         }
     };
+    if grant_types.contains(&GrantType::ClientCredentials) && !policy.allow_client_credentials {
+        return Err(metadata_error(
+            "the client_credentials grant is only for clients the operator registers \
+             (mcp-oauth client add --client-credentials)",
+        ));
+    }
     if grant_types.contains(&GrantType::ClientCredentials) && !auth_method.is_confidential() {
         return Err(metadata_error(
             "client_credentials requires a confidential client (a secret-based auth method)",
@@ -237,6 +247,7 @@ mod tests {
         RegistrationPolicy {
             supported_scopes: ScopeSet::parse("mcp offline_access").unwrap(),
             private_use_schemes: PrivateUseSchemes::Any,
+            allow_client_credentials: false,
         }
     }
 
@@ -330,6 +341,10 @@ mod tests {
                 json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "none"}),
                 "public client_credentials",
             ),
+            (
+                json!({"grant_types": ["authorization_code", "client_credentials"]}),
+                "client_credentials through an anonymous channel",
+            ),
             (json!({"client_name": 7}), "wrong type"),
             (json!({"client_name": "a\u{7}b"}), "control character"),
             (json!({"logo_uri": "javascript:x"}), "script logo"),
@@ -356,6 +371,20 @@ mod tests {
         let m =
             validate(json!({"redirect_uris": ["https://a.example/cb"], "scope": "admin"})).unwrap();
         assert_eq!(m.scope, None);
+    }
+
+    #[test]
+    fn only_the_operator_may_grant_client_credentials() {
+        let operator = RegistrationPolicy {
+            allow_client_credentials: true,
+            ..policy()
+        };
+        let service = json!({"grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic"});
+        let m = validate_client_metadata(service.as_object().unwrap(), &operator, None).unwrap();
+        assert_eq!(m.grant_types, vec![GrantType::ClientCredentials]);
+        let e = validate(service).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidClientMetadata);
+        assert!(e.description.contains("operator"), "{e}");
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub fn protected_resources(state: &AppState) -> (Arc<ProtectedResource>, Arc<Pro
         let resource = state.settings.resources[i].clone();
         Arc::new(ProtectedResource {
             metadata_url: metadata_url(resource.as_str()),
+            accepts_client_tokens: state.settings.client_token_resources.contains(&resource),
             resource,
             base_scopes: state.settings.mcp_base_scopes.clone(),
         })

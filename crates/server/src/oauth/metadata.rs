@@ -31,6 +31,7 @@ pub async fn metadata_get(State(state): State<AppState>) -> Response {
         signing_alg: state.keys.signing_alg(),
         registration_enabled: state.settings.registration.enabled,
         cimd_enabled: state.settings.cimd.enabled,
+        client_credentials_enabled: !state.settings.client_token_resources.is_empty(),
     });
     cacheable(Json(doc).into_response())
 }

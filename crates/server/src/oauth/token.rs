@@ -346,8 +346,13 @@ async fn client_credentials(
     scope: Option<&str>,
     resource: &[String],
 ) -> Result<TokenResponse, ApiError> {
-    let (scope, resource) =
-        check_client_credentials(client, scope, resource, &state.authorize_policy)?;
+    let (scope, resource) = check_client_credentials(
+        client,
+        scope,
+        resource,
+        &state.authorize_policy,
+        &state.settings.client_token_resources,
+    )?;
     let now = state.clock.now();
     let grant_id = crate::random::id();
     let ttl = state.settings.tokens.access_ttl;

@@ -5,7 +5,8 @@
 //!   no Authorization (or another scheme) ─> 401 Bearer resource_metadata=…, scope=…
 //!   token in the query / repeated header ─> 400 error="invalid_request"
 //!   malformed, bad signature, wrong issuer,
-//!   expired, another resource's, revoked ─> 401 error="invalid_token"
+//!   expired, another resource's, revoked,
+//!   client-only where users are required ─> 401 error="invalid_token"
 //!   lacks a scope the operation needs ───> 403 error="insufficient_scope", scope=<all needed>
 //!   otherwise ───────────────────────────> Principal in the request extensions, on to MCP
 //! ```
@@ -164,6 +165,11 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
             return Err(invalid("the access token was issued for another resource"));
         }
         Err(e) => return Err(invalid(&e.to_string())),
+    }
+    if claims.is_client_only() && !protected.accepts_client_tokens {
+        return Err(invalid(
+            "this resource accepts only tokens issued for a user, not client credentials",
+        ));
     }
     if state
         .revocations

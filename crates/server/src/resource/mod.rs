@@ -18,6 +18,8 @@ pub struct ProtectedResource {
     pub metadata_url: String,
     /// Scopes every request needs (the PRM's `scopes_supported`).
     pub base_scopes: ScopeSet,
+    /// Whether tokens without a user (client credentials) are accepted.
+    pub accepts_client_tokens: bool,
 }
 
 /// Who is calling, as established by the bearer layer; tools read it from the request.

@@ -644,22 +644,34 @@ impl TestApp {
         }
     }
 
-    /// Register a confidential client for the client credentials grant only (a service acting
-    /// for itself), optionally limited to `scope`.
+    /// A confidential client for the client credentials grant only (a service acting for
+    /// itself), optionally limited to `scope`, registered the only way such a client can be:
+    /// by the operator, as `mcp-oauth client add --client-credentials` does.
     pub async fn register_service_client(&self, scope: Option<&str>) -> ClientAuth {
-        let r = self
-            .register(json!({
-                "client_name": "Service",
-                "token_endpoint_auth_method": "client_secret_basic",
-                "grant_types": ["client_credentials"],
-                "scope": scope,
-            }))
-            .await;
-        assert_eq!(r.status(), StatusCode::CREATED);
-        let v: Value = r.json().await.unwrap();
+        let secret = mcp_oauth::random::secret();
+        let id = mcp_oauth::random::id();
+        let metadata = json!({
+            "client_name": "Service", "redirect_uris": [], "grant_types": ["client_credentials"],
+            "response_types": ["code"], "token_endpoint_auth_method": "client_secret_basic",
+            "scope": scope,
+        });
+        self.state
+            .db
+            .insert_client(&mcp_oauth_store::ClientRow {
+                id: id.clone(),
+                kind: "preregistered".into(),
+                metadata: metadata.to_string(),
+                secret_hash: Some(secret.hash().as_str().to_owned()),
+                metadata_hash: None,
+                created_at: self.clock.now(),
+                last_used_at: None,
+                refresh_after: None,
+            })
+            .await
+            .unwrap();
         ClientAuth::Basic {
-            id: v["client_id"].as_str().unwrap().to_owned(),
-            secret: v["client_secret"].as_str().unwrap().to_owned(),
+            id,
+            secret: secret.expose().to_owned(),
         }
     }
 

@@ -36,7 +36,7 @@ async fn authorization_server_metadata_advertises_what_mcp_clients_need() {
     assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
     assert_eq!(m["client_id_metadata_document_supported"], true);
     assert_eq!(m["authorization_response_iss_parameter_supported"], true);
-    for grant in ["authorization_code", "refresh_token", "client_credentials"] {
+    for grant in ["authorization_code", "refresh_token"] {
         assert!(
             m["grant_types_supported"]
                 .as_array()
