@@ -20,6 +20,7 @@ pub struct NewRefreshToken {
 pub struct RefreshRow {
     pub id: String,
     pub grant_id: String,
+    pub parent_id: Option<String>,
     pub expires_at: i64,
     pub used_at: Option<i64>,
     pub revoked_at: Option<i64>,
@@ -32,6 +33,9 @@ pub struct RefreshRow {
     pub grant_revoked_at: Option<i64>,
     /// How many children of this token have been used themselves.
     pub used_children: i64,
+    /// Once rotated: its successor, sealed for the holder of this token (cleared once the
+    /// successor is used).
+    pub sealed_successor: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,8 +65,8 @@ pub(crate) async fn insert_refresh_in(
 }
 
 /// Serialise rotations within one grant: on PostgreSQL this takes the grant's row lock until
-/// commit, so a grace-period reissue cannot interleave with the rotation of a sibling (SQLite's
-/// `BEGIN IMMEDIATE` already serialises all writers).
+/// commit, so the rotations of a token and of its successor (and a revocation of the family)
+/// apply one after the other (SQLite's `BEGIN IMMEDIATE` already serialises all writers).
 async fn lock_grant_in(tx: &mut Transaction<'static, Any>, grant_id: &str) -> Result<()> {
     sqlx::query("UPDATE grants SET expires_at = expires_at WHERE id = $1")
         .bind(grant_id)
@@ -120,9 +124,10 @@ pub(crate) async fn revoke_grant_in(
 impl Db {
     pub async fn find_refresh_token(&self, token_hash: &str) -> Result<Option<RefreshRow>> {
         Ok(sqlx::query_as(
-            "SELECT r.id, r.grant_id, r.expires_at, r.used_at, r.revoked_at, g.client_id, g.user_id, \
+            "SELECT r.id, r.grant_id, r.parent_id, r.expires_at, r.used_at, r.revoked_at, g.client_id, g.user_id, \
              g.scope, g.resource, COALESCE(g.revoked_at, u.disabled_at) AS grant_revoked_at, \
-             (SELECT COUNT(*) FROM refresh_tokens c WHERE c.parent_id = r.id AND c.used_at IS NOT NULL) AS used_children \
+             (SELECT COUNT(*) FROM refresh_tokens c WHERE c.parent_id = r.id AND c.used_at IS NOT NULL) AS used_children, \
+             r.sealed_successor \
              FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id LEFT JOIN users u ON u.id = g.user_id WHERE r.token_hash = $1",
         )
         .bind(token_hash)
@@ -130,60 +135,44 @@ impl Db {
         .await?)
     }
 
-    /// Mark `id` used and insert its child, atomically. The mark is a compare-and-set on
-    /// `used_at IS NULL`, so of two concurrent rotations exactly one wins; the loser writes
-    /// nothing and gets `LostRace`.
+    /// Mark `id` used, keep its successor `child` sealed beside it (`sealed_successor`), and
+    /// insert the child, atomically. The mark is a compare-and-set on `used_at IS NULL`, so of
+    /// two concurrent rotations exactly one wins; the loser writes nothing and gets `LostRace`.
+    /// Using `id` also drops the seal on `id`'s own parent: once a successor is used, the
+    /// token before it can no longer be retried, so its seal has no use left.
     pub async fn rotate_refresh_token(
         &self,
         id: &str,
         now: i64,
         child: &NewRefreshToken,
+        sealed_successor: &str,
     ) -> Result<RotateOutcome> {
         let mut tx = self.begin_write().await?;
         lock_grant_in(&mut tx, &child.grant_id).await?;
         let marked = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL",
+            "UPDATE refresh_tokens SET used_at = $2, sealed_successor = $3 \
+             WHERE id = $1 AND used_at IS NULL AND revoked_at IS NULL",
         )
         .bind(id)
         .bind(now)
+        .bind(sealed_successor)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if marked == 0 {
             return Ok(RotateOutcome::LostRace);
         }
+        sqlx::query(
+            "UPDATE refresh_tokens SET sealed_successor = NULL \
+             WHERE id = (SELECT parent_id FROM refresh_tokens WHERE id = $1)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         insert_refresh_in(&mut tx, child).await?;
         extend_grant_in(&mut tx, &child.grant_id, child.expires_at).await?;
         tx.commit().await?;
         Ok(RotateOutcome::Rotated)
-    }
-
-    /// Issue another child of an already used token (the grace-period retry). Refused (false)
-    /// when the token or its grant has been revoked or one of its children has been used
-    /// meanwhile.
-    pub async fn reissue_refresh_token(
-        &self,
-        parent_id: &str,
-        child: &NewRefreshToken,
-    ) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        lock_grant_in(&mut tx, &child.grant_id).await?;
-        let (blocked,): (i64,) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM refresh_tokens WHERE parent_id = $1 AND used_at IS NOT NULL) + \
-             (SELECT COUNT(*) FROM refresh_tokens WHERE id = $1 AND revoked_at IS NOT NULL) + \
-             (SELECT COUNT(*) FROM grants WHERE id = $2 AND revoked_at IS NOT NULL)",
-        )
-        .bind(parent_id)
-        .bind(&child.grant_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if blocked > 0 {
-            return Ok(false);
-        }
-        insert_refresh_in(&mut tx, child).await?;
-        extend_grant_in(&mut tx, &child.grant_id, child.expires_at).await?;
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// Revoke a whole grant (reuse detected, code replayed, user or client revoked it).

@@ -343,7 +343,10 @@ async fn issue_code(
             code_expires_at: now + state.settings.tokens.code_ttl,
         })
         .await?;
-    state.db.touch_client(client.id.as_str(), now).await?;
+    // The code exists now: a failure to record the client's use must not lose it.
+    if let Err(e) = state.db.touch_client(client.id.as_str(), now).await {
+        tracing::warn!(client_id = ?client.id.as_str(), error = %e, "recording the client's last use failed");
+    }
     tracing::info!(user_id = %user.id, client_id = %client.id, scope = %valid.scope, "authorization code issued");
     Ok(redirect_with(state, valid, Ok(code.expose())))
 }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use mcp_oauth_core::UnixTime;
 use mcp_oauth_core::domain::scope::OFFLINE_ACCESS;
-use mcp_oauth_core::domain::{CodeChallenge, ResourceUri, ScopeSet, SecretHash};
+use mcp_oauth_core::domain::{CodeChallenge, ResourceUri, ScopeSet, SecretHash, SecretToken};
 use mcp_oauth_core::oauth::OAuthError;
 use mcp_oauth_core::oauth::access_token::{MintAccessToken, mint_claims};
 use mcp_oauth_core::oauth::client::{Client, GrantType};
@@ -18,7 +18,8 @@ use mcp_oauth_core::oauth::token::authorization_code::{
 };
 use mcp_oauth_core::oauth::token::client_credentials::check_client_credentials;
 use mcp_oauth_core::oauth::token::refresh_token::{
-    RefreshAction, RefreshRejection, StoredRefreshToken, check_refresh,
+    RefreshAction, RefreshRejection, StoredRefreshToken, check_refresh, open_successor,
+    seal_successor,
 };
 use mcp_oauth_core::oauth::token::{TokenRequest, TokenResponse, parse_token_request};
 use mcp_oauth_store::{NewRefreshToken, RefreshRow, RotateOutcome};
@@ -91,10 +92,15 @@ pub async fn token_post(
             client_credentials(&state, &client, scope.as_deref(), &resource).await?
         }
     };
-    state
+    // Tokens have been issued (a code consumed, a refresh token rotated): a failure now must
+    // not turn into an error response, or the client's retry would look like a replay.
+    if let Err(e) = state
         .db
         .touch_client(client.id.as_str(), state.clock.now())
-        .await?;
+        .await
+    {
+        tracing::warn!(client_id = ?client.id.as_str(), error = %e, "recording the client's last use failed");
+    }
     let mut r = Json(response).into_response();
     no_store(&mut r);
     Ok(r)
@@ -125,13 +131,16 @@ fn access_token(state: &AppState, i: &Issue<'_>) -> Result<String, ApiError> {
     state.keys.sign(&claims).map_err(ApiError::Internal)
 }
 
+/// A new refresh token: the secret for the client, its 32 random bytes (to seal it for a
+/// retry, see `refresh`), and the row to store.
 fn new_refresh(
     state: &AppState,
     grant_id: &str,
     parent: Option<&str>,
     now: UnixTime,
-) -> (String, NewRefreshToken) {
-    let secret = crate::random::secret();
+) -> (SecretToken, [u8; 32], NewRefreshToken) {
+    let random = crate::random::bytes::<32>();
+    let secret = SecretToken::from_random(random);
     let row = NewRefreshToken {
         id: crate::random::id(),
         token_hash: secret.hash().as_str().to_owned(),
@@ -140,7 +149,7 @@ fn new_refresh(
         created_at: now,
         expires_at: now + state.settings.tokens.refresh_ttl,
     };
-    (secret.expose().to_owned(), row)
+    (secret, random, row)
 }
 
 /// Revoke a grant because of a replay, publish it at once, and log it as a security event.
@@ -211,26 +220,7 @@ async fn authorization_code(
     let wants_refresh =
         client.allows_grant(GrantType::RefreshToken) || stored.scope.contains(OFFLINE_ACCESS);
     let refresh = wants_refresh.then(|| new_refresh(state, &row.grant_id, None, now));
-    let grant_expires_at = now
-        + refresh
-            .as_ref()
-            .map_or(state.settings.tokens.access_ttl, |_| {
-                state.settings.tokens.refresh_ttl
-            });
-    if !state
-        .db
-        .redeem_code(
-            code_hash.as_str(),
-            now,
-            refresh.as_ref().map(|r| &r.1),
-            grant_expires_at,
-        )
-        .await?
-    {
-        // A concurrent request consumed it between our read and our write.
-        revoke_for_replay(state, &row.grant_id, "authorization_code_replayed", client).await?;
-        return Err(OAuthError::invalid_grant("authorization code was already used").into());
-    }
+    // Signed before the code is consumed: once it is, the response must go out.
     let subject = row.user_id.as_deref().unwrap_or(client.id.as_str());
     let access = access_token(
         state,
@@ -243,12 +233,32 @@ async fn authorization_code(
             now,
         },
     )?;
+    let grant_expires_at = now
+        + refresh
+            .as_ref()
+            .map_or(state.settings.tokens.access_ttl, |_| {
+                state.settings.tokens.refresh_ttl
+            });
+    if !state
+        .db
+        .redeem_code(
+            code_hash.as_str(),
+            now,
+            refresh.as_ref().map(|r| &r.2),
+            grant_expires_at,
+        )
+        .await?
+    {
+        // A concurrent request consumed it between our read and our write.
+        revoke_for_replay(state, &row.grant_id, "authorization_code_replayed", client).await?;
+        return Err(OAuthError::invalid_grant("authorization code was already used").into());
+    }
     tracing::info!(client_id = %client.id, grant_id = %row.grant_id, "tokens issued for an authorization code");
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer",
         expires_in: state.settings.tokens.access_ttl,
-        refresh_token: refresh.map(|r| r.0),
+        refresh_token: refresh.map(|r| r.0.expose().to_owned()),
         scope: stored.scope.to_string(),
     })
 }
@@ -300,23 +310,7 @@ async fn refresh(
             }
             Err(RefreshRejection::Rejected(e)) => return Err(e.into()),
         };
-        let (secret, child) = new_refresh(state, &row.grant_id, Some(&row.id), now);
-        let issued = match action {
-            RefreshAction::Rotate => {
-                state.db.rotate_refresh_token(&row.id, now, &child).await? == RotateOutcome::Rotated
-            }
-            RefreshAction::ReissueWithinGrace => {
-                if !state.db.reissue_refresh_token(&row.id, &child).await? {
-                    revoke_for_replay(state, &row.grant_id, "refresh_token_reused", client).await?;
-                    return Err(OAuthError::invalid_grant("refresh token was already used").into());
-                }
-                tracing::info!(client_id = %client.id, grant_id = %row.grant_id, "refresh token retried within the grace period");
-                true
-            }
-        };
-        if !issued {
-            continue;
-        }
+        // Signed before anything is written: nothing after the point of issue may fail.
         let subject = row.user_id.as_deref().unwrap_or(client.id.as_str());
         let access = access_token(
             state,
@@ -329,15 +323,62 @@ async fn refresh(
                 now,
             },
         )?;
+        let successor = match action {
+            RefreshAction::Rotate => {
+                let (secret, random, child) = new_refresh(state, &row.grant_id, Some(&row.id), now);
+                let sealed = seal_successor(token, &random);
+                match state
+                    .db
+                    .rotate_refresh_token(&row.id, now, &child, &sealed)
+                    .await?
+                {
+                    RotateOutcome::Rotated => secret,
+                    // A concurrent request rotated it first: decide again, as a retry.
+                    RotateOutcome::LostRace => continue,
+                }
+            }
+            RefreshAction::ReturnSuccessor => {
+                let Some(successor) = issued_successor(state, &row, token).await? else {
+                    // Rotated before seals were kept, or the successor is gone: nothing to
+                    // hand out again, but nothing suggests theft either.
+                    return Err(OAuthError::invalid_grant("refresh token was already used").into());
+                };
+                tracing::info!(client_id = ?client.id.as_str(), grant_id = ?row.grant_id, "refresh token retried within the grace period; successor returned again");
+                successor
+            }
+        };
         return Ok(TokenResponse {
             access_token: access,
             token_type: "Bearer",
             expires_in: state.settings.tokens.access_ttl,
-            refresh_token: Some(secret),
+            refresh_token: Some(successor.expose().to_owned()),
             scope: access_scope.to_string(),
         });
     }
     Err(OAuthError::invalid_grant("refresh token is being used concurrently").into())
+}
+
+/// The successor `row` was rotated to, opened with the token presented again, if it is still
+/// the live child of `row` (not revoked: revocation of the grant is checked by the caller).
+async fn issued_successor(
+    state: &AppState,
+    row: &RefreshRow,
+    presented: &str,
+) -> Result<Option<SecretToken>, ApiError> {
+    let Some(successor) = row
+        .sealed_successor
+        .as_deref()
+        .and_then(|sealed| open_successor(presented, sealed))
+    else {
+        return Ok(None);
+    };
+    let child = state
+        .db
+        .find_refresh_token(successor.hash().as_str())
+        .await?;
+    Ok(child
+        .filter(|c| c.parent_id.as_deref() == Some(row.id.as_str()) && c.revoked_at.is_none())
+        .map(|_| successor))
 }
 
 async fn client_credentials(

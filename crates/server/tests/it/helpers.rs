@@ -556,6 +556,35 @@ impl TestApp {
         n
     }
 
+    /// Make every later UPDATE of `table` fail inside the database (fault injection), on
+    /// either backend, through a trigger.
+    pub async fn fail_updates_of(&self, table: &str) {
+        let pool = connect_db_raw(&self.database_url).await;
+        let statements = if self.database_url.starts_with("sqlite:") {
+            vec![format!(
+                "CREATE TRIGGER fail_{table}_updates BEFORE UPDATE ON {table} \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            )]
+        } else {
+            vec![
+                "CREATE OR REPLACE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$"
+                    .to_owned(),
+                format!(
+                    "CREATE TRIGGER fail_{table}_updates BEFORE UPDATE ON {table} \
+                     FOR EACH ROW EXECUTE FUNCTION injected_failure()"
+                ),
+            ]
+        };
+        for sql in statements {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .expect("install the failing trigger");
+        }
+        pool.close().await;
+    }
+
     /// Create a user directly in the database.
     pub async fn create_user(&self, email: &str, admin: bool) -> String {
         let hash = mcp_oauth::identity::password::hash(PASSWORD.to_owned())

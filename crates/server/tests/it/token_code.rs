@@ -66,6 +66,41 @@ async fn code_flow_issues_an_rfc9068_access_token_bound_to_the_mcp_resource() {
 }
 
 #[tokio::test]
+async fn a_database_failure_after_tokens_are_issued_does_not_lose_them() {
+    // Recording the client's last use fails (injected): the code redirect and the token
+    // response must still go out, or the client's retry would look like a replay.
+    let app = spawn_app().await;
+    let client_id = app.register_public_client(REDIRECT).await;
+    let browser = app.signed_in_browser("alice@example.com").await;
+    app.fail_updates_of("clients").await;
+    let pkce = Pkce::new();
+    let r = app
+        .authorize(
+            &browser,
+            &app.authorize_url(&client_id, REDIRECT, &pkce, &[]),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "the code is delivered");
+    let code = redirect_params(&r)["code"].clone();
+    let body = ok_json(app.exchange(&client_id, &code, REDIRECT, &pkce).await).await;
+    let access = body["access_token"].as_str().unwrap();
+    assert_eq!(app.introspect(access).await["active"], true);
+    assert_eq!(
+        app.count_rows("clients", "id", &client_id).await,
+        1,
+        "the client is untouched"
+    );
+    let refreshed = app
+        .refresh_as(
+            &ClientAuth::Public(client_id.clone()),
+            body["refresh_token"].as_str().unwrap(),
+            &[],
+        )
+        .await;
+    ok_json(refreshed).await;
+}
+
+#[tokio::test]
 async fn a_replayed_code_is_refused_and_revokes_the_tokens_issued_from_it() {
     let app = spawn_app().await;
     let client_id = app.register_public_client(REDIRECT).await;

@@ -72,16 +72,82 @@ async fn reusing_a_rotated_token_after_the_grace_period_revokes_the_whole_family
 }
 
 #[tokio::test]
-async fn a_retry_with_the_just_rotated_token_within_the_grace_period_gets_new_tokens() {
+async fn a_retry_within_the_grace_period_gets_the_same_successor_and_forks_nothing() {
     // A client whose response was lost retries with the token it still has.
     let app = spawn_app().await;
     let t = app.tokens_for_new_client("rita@example.com").await;
     let first = refresh(&app, &t, &t.refresh_token).await;
     app.clock.advance(app.state.settings.tokens.refresh_grace);
     let retry = refresh(&app, &t, &t.refresh_token).await;
-    assert_ne!(rt(&retry), rt(&first));
+    assert_eq!(
+        rt(&retry),
+        rt(&first),
+        "the retry gets the successor already issued, not a second one"
+    );
     assert_eq!(app.introspect(at(&retry)).await["active"], true);
+    assert_eq!(
+        app.count_rows(
+            "refresh_tokens",
+            "grant_id",
+            jwt_claims(&t.access_token)["gid"].as_str().unwrap()
+        )
+        .await,
+        2,
+        "one chain: the original and its one successor"
+    );
+    // The family goes on from the successor, and the rotated token is now a replay.
     let next = refresh(&app, &t, rt(&retry)).await;
+    assert_eq!(app.introspect(at(&next)).await["active"], true);
+    let replay = app.refresh_as(&t.auth, &t.refresh_token, &[]).await;
+    assert_eq!(refused(replay).await, "invalid_grant");
+    assert_eq!(
+        refused(app.refresh_as(&t.auth, rt(&next), &[]).await).await,
+        "invalid_grant",
+        "reuse detection revoked the whole (single) chain"
+    );
+}
+
+#[tokio::test]
+async fn a_grace_of_zero_allows_no_retry_even_within_the_same_second() {
+    let app = crate::helpers::spawn_app_with(|s| s.tokens.refresh_grace = 0).await;
+    let t = app.tokens_for_new_client("rita@example.com").await;
+    let first = refresh(&app, &t, &t.refresh_token).await;
+    let replay = app.refresh_as(&t.auth, &t.refresh_token, &[]).await;
+    assert_eq!(refused(replay).await, "invalid_grant");
+    assert_eq!(
+        refused(app.refresh_as(&t.auth, rt(&first), &[]).await).await,
+        "invalid_grant",
+        "the replay revoked the family"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_concurrent_refreshes_of_one_token_leave_one_chain() {
+    let app = spawn_app().await;
+    let t = app.tokens_for_new_client("rita@example.com").await;
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", t.refresh_token.as_str()),
+    ];
+    let racers: Vec<_> = (0..10)
+        .map(|_| app.spawn_token_as(&t.auth, &form))
+        .collect();
+    let mut successors = std::collections::HashSet::new();
+    for racer in racers {
+        let r = racer.await.unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "every retry is answered: {body}");
+        successors.insert(rt(&body).to_owned());
+    }
+    assert_eq!(successors.len(), 1, "all ten got the same successor");
+    let gid = jwt_claims(&t.access_token)["gid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.count_rows("refresh_tokens", "grant_id", &gid).await, 2);
+    let successor = successors.into_iter().next().unwrap();
+    let next = refresh(&app, &t, &successor).await;
     assert_eq!(app.introspect(at(&next)).await["active"], true);
 }
 
@@ -111,31 +177,6 @@ async fn a_retry_within_the_grace_period_is_a_replay_once_a_child_has_been_used(
     let replay = app.refresh_as(&t.auth, &t.refresh_token, &[]).await;
     assert_eq!(refused(replay).await, "invalid_grant");
     assert_eq!(app.introspect(at(&second)).await["active"], false);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_refreshes_with_one_token_all_succeed_or_fail_cleanly_and_leave_the_family_usable()
- {
-    let app = spawn_app().await;
-    let t = app.tokens_for_new_client("rita@example.com").await;
-    let form = [
-        ("grant_type", "refresh_token"),
-        ("refresh_token", t.refresh_token.as_str()),
-    ];
-    let racers: Vec<_> = (0..5).map(|_| app.spawn_token_as(&t.auth, &form)).collect();
-    let mut winners = Vec::new();
-    for racer in racers {
-        let r = racer.await.unwrap();
-        if r.status() == StatusCode::OK {
-            winners.push(r.json::<Value>().await.unwrap());
-        } else {
-            assert_eq!(refused(r).await, "invalid_grant", "never a 500");
-        }
-    }
-    assert!(!winners.is_empty(), "at least one refresh succeeds");
-    let winner = &winners[0];
-    let next = refresh(&app, &t, rt(winner)).await;
-    assert_eq!(app.introspect(at(&next)).await["active"], true);
 }
 
 /// A public client authorized for `mcp offline_access`.

@@ -1,5 +1,5 @@
-//! Refresh tokens: rotation is a compare-and-set, the grace-period reissue stops once the
-//! family has moved on.
+//! Refresh tokens: rotation is a compare-and-set that keeps the successor sealed beside the
+//! rotated token until the successor is used.
 
 use mcp_oauth_store::RotateOutcome;
 
@@ -51,7 +51,8 @@ async fn concurrent_rotations_of_one_token_have_exactly_one_winner(t: TestDb) {
             let parent = rt.clone();
             tokio::spawn(async move {
                 let child = refresh_token(&format!("child-{i}"), "g1", Some(&parent));
-                db.rotate_refresh_token(&parent, NOW + 10, &child).await
+                db.rotate_refresh_token(&parent, NOW + 10, &child, "sealed")
+                    .await
             })
         })
         .collect();
@@ -98,7 +99,7 @@ async fn a_used_or_revoked_token_does_not_rotate(t: TestDb) {
     let rt = grant_with_refresh_token(&t).await;
     let child = refresh_token("child", "g1", Some(&rt));
     assert_eq!(
-        t.db.rotate_refresh_token(&rt, NOW + 10, &child)
+        t.db.rotate_refresh_token(&rt, NOW + 10, &child, "sealed")
             .await
             .expect("rotate"),
         RotateOutcome::Rotated
@@ -106,7 +107,7 @@ async fn a_used_or_revoked_token_does_not_rotate(t: TestDb) {
 
     let again = refresh_token("again", "g1", Some(&rt));
     assert_eq!(
-        t.db.rotate_refresh_token(&rt, NOW + 20, &again)
+        t.db.rotate_refresh_token(&rt, NOW + 20, &again, "sealed")
             .await
             .expect("rotate"),
         RotateOutcome::LostRace,
@@ -118,7 +119,7 @@ async fn a_used_or_revoked_token_does_not_rotate(t: TestDb) {
         .expect("revoke");
     let grandchild = refresh_token("grandchild", "g1", Some("child"));
     assert_eq!(
-        t.db.rotate_refresh_token("child", NOW + 40, &grandchild)
+        t.db.rotate_refresh_token("child", NOW + 40, &grandchild, "sealed")
             .await
             .expect("rotate"),
         RotateOutcome::LostRace,
@@ -135,94 +136,68 @@ async fn a_used_or_revoked_token_does_not_rotate(t: TestDb) {
     }
 }
 
-async fn reissue_succeeds_while_no_child_has_been_used(t: TestDb) {
-    let rt = grant_with_refresh_token(&t).await;
-    let first = refresh_token("first", "g1", Some(&rt));
-    assert_eq!(
-        t.db.rotate_refresh_token(&rt, NOW + 10, &first)
-            .await
-            .expect("rotate"),
-        RotateOutcome::Rotated
-    );
-
-    let retry = refresh_token("retry", "g1", Some(&rt));
-    assert!(
-        t.db.reissue_refresh_token(&rt, &retry)
-            .await
-            .expect("reissue"),
-        "the grace-period retry is allowed"
-    );
-
-    let row =
-        t.db.find_refresh_token(&retry.token_hash)
-            .await
-            .expect("find")
-            .expect("the reissued child is stored");
-    assert_eq!((row.grant_id.as_str(), row.used_at), ("g1", None));
-}
-
-async fn reissue_is_refused_once_a_child_has_been_used(t: TestDb) {
+async fn a_rotation_keeps_the_sealed_successor_until_the_successor_is_used(t: TestDb) {
     let rt = grant_with_refresh_token(&t).await;
     let child = refresh_token("child", "g1", Some(&rt));
     assert_eq!(
-        t.db.rotate_refresh_token(&rt, NOW + 10, &child)
+        t.db.rotate_refresh_token(&rt, NOW + 10, &child, "sealed-child")
             .await
             .expect("rotate"),
         RotateOutcome::Rotated
     );
+    let sealed = |id: &'static str| {
+        let db = t.db.clone();
+        async move {
+            db.find_refresh_token(&token_hash(id))
+                .await
+                .expect("find")
+                .expect("token exists")
+                .sealed_successor
+        }
+    };
+    assert_eq!(sealed("rt-g1").await.as_deref(), Some("sealed-child"));
+    let found =
+        t.db.find_refresh_token(&token_hash("child"))
+            .await
+            .expect("find")
+            .expect("the successor is stored");
+    assert_eq!(found.parent_id.as_deref(), Some(rt.as_str()));
+    assert_eq!(found.sealed_successor, None, "not rotated yet");
+
     let grandchild = refresh_token("grandchild", "g1", Some("child"));
     assert_eq!(
-        t.db.rotate_refresh_token("child", NOW + 20, &grandchild)
+        t.db.rotate_refresh_token("child", NOW + 20, &grandchild, "sealed-grandchild")
             .await
             .expect("rotate"),
         RotateOutcome::Rotated
     );
-
-    let retry = refresh_token("retry", "g1", Some(&rt));
-    assert!(
-        !t.db
-            .reissue_refresh_token(&rt, &retry)
-            .await
-            .expect("reissue"),
-        "the family has moved on"
+    assert_eq!(
+        sealed("rt-g1").await,
+        None,
+        "once the successor is used, the seal before it is gone"
     );
-    assert!(
-        t.db.find_refresh_token(&retry.token_hash)
-            .await
-            .expect("find")
-            .is_none(),
-        "a refused reissue stores nothing"
-    );
+    assert_eq!(sealed("child").await.as_deref(), Some("sealed-grandchild"));
 }
 
-async fn reissue_is_refused_when_the_grant_is_revoked(t: TestDb) {
+async fn a_lost_rotation_leaves_the_winners_seal(t: TestDb) {
     let rt = grant_with_refresh_token(&t).await;
-    let child = refresh_token("child", "g1", Some(&rt));
+    let first = refresh_token("first", "g1", Some(&rt));
+    t.db.rotate_refresh_token(&rt, NOW + 10, &first, "sealed-first")
+        .await
+        .expect("rotate");
+    let second = refresh_token("second", "g1", Some(&rt));
     assert_eq!(
-        t.db.rotate_refresh_token(&rt, NOW + 10, &child)
+        t.db.rotate_refresh_token(&rt, NOW + 10, &second, "sealed-second")
             .await
             .expect("rotate"),
-        RotateOutcome::Rotated
+        RotateOutcome::LostRace
     );
-    t.db.revoke_grant("g1", NOW + 20, "test", REVOCATION_TTL)
-        .await
-        .expect("revoke");
-
-    let retry = refresh_token("retry", "g1", Some(&rt));
-    assert!(
-        !t.db
-            .reissue_refresh_token(&rt, &retry)
-            .await
-            .expect("reissue"),
-        "a revoked grant gets nothing new"
-    );
-    assert!(
-        t.db.find_refresh_token(&retry.token_hash)
+    let row =
+        t.db.find_refresh_token(&token_hash(&rt))
             .await
             .expect("find")
-            .is_none(),
-        "a refused reissue stores nothing"
-    );
+            .expect("exists");
+    assert_eq!(row.sealed_successor.as_deref(), Some("sealed-first"));
 }
 
 async fn used_children_counts_only_children_that_were_used(t: TestDb) {
@@ -241,40 +216,21 @@ async fn used_children_counts_only_children_that_were_used(t: TestDb) {
 
     let a = refresh_token("a", "g1", Some(&rt));
     assert_eq!(
-        t.db.rotate_refresh_token(&rt, NOW + 10, &a)
+        t.db.rotate_refresh_token(&rt, NOW + 10, &a, "sealed")
             .await
             .expect("rotate"),
         RotateOutcome::Rotated
     );
-    let b = refresh_token("b", "g1", Some(&rt));
-    assert!(t.db.reissue_refresh_token(&rt, &b).await.expect("reissue"));
-    assert_eq!(
-        used_children("rt-g1").await,
-        0,
-        "two children, neither used"
-    );
+    assert_eq!(used_children("rt-g1").await, 0, "a child, not used");
 
     let a2 = refresh_token("a2", "g1", Some("a"));
     assert_eq!(
-        t.db.rotate_refresh_token("a", NOW + 20, &a2)
+        t.db.rotate_refresh_token("a", NOW + 20, &a2, "sealed")
             .await
             .expect("rotate"),
         RotateOutcome::Rotated
     );
     assert_eq!(used_children("rt-g1").await, 1, "child a was used");
-
-    let b2 = refresh_token("b2", "g1", Some("b"));
-    assert_eq!(
-        t.db.rotate_refresh_token("b", NOW + 30, &b2)
-            .await
-            .expect("rotate"),
-        RotateOutcome::Rotated
-    );
-    assert_eq!(
-        used_children("rt-g1").await,
-        2,
-        "children a and b were used"
-    );
     assert_eq!(used_children("a").await, 0, "a's own child is unused");
 }
 
@@ -282,8 +238,7 @@ backend_tests!(
     a_refresh_token_is_found_with_its_grant,
     concurrent_rotations_of_one_token_have_exactly_one_winner,
     a_used_or_revoked_token_does_not_rotate,
-    reissue_succeeds_while_no_child_has_been_used,
-    reissue_is_refused_once_a_child_has_been_used,
-    reissue_is_refused_when_the_grant_is_revoked,
+    a_rotation_keeps_the_sealed_successor_until_the_successor_is_used,
+    a_lost_rotation_leaves_the_winners_seal,
     used_children_counts_only_children_that_were_used,
 );

@@ -10,7 +10,7 @@ async fn revoking_a_grant_revokes_its_refresh_tokens_and_publishes_it(t: TestDb)
     let rt = t.add_redeemed_grant("g1", "app", "alice").await;
     let child = refresh_token("child", "g1", Some(&rt.id));
     assert_eq!(
-        t.db.rotate_refresh_token(&rt.id, NOW + 10, &child)
+        t.db.rotate_refresh_token(&rt.id, NOW + 10, &child, "sealed")
             .await
             .expect("rotate"),
         RotateOutcome::Rotated
