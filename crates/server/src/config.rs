@@ -13,7 +13,7 @@ use url::Url;
 
 use mcp_oauth_core::domain::{ResourceUri, ScopeSet};
 use mcp_oauth_core::oauth::registration::PrivateUseSchemes;
-use mcp_oauth_core::security::login_throttle::ThrottlePolicy;
+use mcp_oauth_core::security::login_throttle::{LoginThrottle, ThrottlePolicy};
 
 /// Settings as read, before validation. Field names are the TOML keys; nested tables map to
 /// `MCP_OAUTH_<TABLE>__<KEY>` environment variables.
@@ -76,19 +76,30 @@ impl Default for McpSettings {
     }
 }
 
-/// Sign-in throttling (see `mcp_oauth_core::security::login_throttle`).
+/// Sign-in throttling (see `mcp_oauth_core::security::login_throttle` for the model). Every
+/// count is per `window_seconds`; a lock lasts `lockout_seconds`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoginSettings {
-    /// Failures per account within `window_seconds` before each attempt is delayed.
+    /// Attempts on one account (from browsers without its device cookie) before each further
+    /// attempt is delayed.
     pub delay_after: i64,
-    /// First delay, doubled per further failure up to `max_delay_ms`.
+    /// First delay, doubled per further attempt up to `max_delay_ms`.
     pub base_delay_ms: u64,
     pub max_delay_ms: u64,
-    /// Failures per account within the window that lock it for `lockout_seconds`.
+    /// Attempts on one account from browsers without its device cookie, from anywhere, that
+    /// lock the account for such browsers. A browser that signed in before is not affected,
+    /// so strangers cannot lock the owner out.
     pub account_lockout_after: i64,
-    /// Failures per client IP within the window that lock that IP out.
+    /// Attempts on one account from one client IP that lock that IP out of the account.
+    pub account_ip_lockout_after: i64,
+    /// Attempts from one client IP, whatever the account, that lock the IP out.
     pub ip_lockout_after: i64,
+    /// Wrong passwords from one trusted browser (device cookie) that lock that cookie; the
+    /// browser is then treated like any other.
+    pub device_lockout_after: i64,
+    /// How long a browser stays trusted after signing in, days.
+    pub device_ttl_days: i64,
     pub lockout_seconds: i64,
     pub window_seconds: i64,
 }
@@ -99,8 +110,11 @@ impl Default for LoginSettings {
             delay_after: 3,
             base_delay_ms: 500,
             max_delay_ms: 8_000,
-            account_lockout_after: 10,
+            account_lockout_after: 20,
+            account_ip_lockout_after: 10,
             ip_lockout_after: 100,
+            device_lockout_after: 10,
+            device_ttl_days: 90,
             lockout_seconds: 900,
             window_seconds: 900,
         }
@@ -108,23 +122,23 @@ impl Default for LoginSettings {
 }
 
 impl LoginSettings {
-    pub fn account_policy(&self) -> ThrottlePolicy {
-        ThrottlePolicy {
+    /// One policy per kind of key.
+    pub fn throttle(&self) -> LoginThrottle {
+        let policy = |delay_after: i64, lockout_after: i64| ThrottlePolicy {
             window_seconds: self.window_seconds,
-            delay_after: self.delay_after,
+            delay_after,
             base_delay_ms: self.base_delay_ms,
             max_delay_ms: self.max_delay_ms,
-            lockout_after: self.account_lockout_after,
+            lockout_after,
             lockout_seconds: self.lockout_seconds,
-        }
-    }
-
-    /// Many people can share an address, so the IP policy starts delaying later.
-    pub fn ip_policy(&self) -> ThrottlePolicy {
-        ThrottlePolicy {
-            delay_after: self.ip_lockout_after / 5,
-            lockout_after: self.ip_lockout_after,
-            ..self.account_policy()
+        };
+        LoginThrottle {
+            // Many people can share an address, so the IP starts delaying late.
+            ip: policy(self.ip_lockout_after / 5, self.ip_lockout_after),
+            // The account-wide count already delays; this one only locks.
+            account_ip: policy(i64::MAX, self.account_ip_lockout_after),
+            account: policy(self.delay_after, self.account_lockout_after),
+            device: policy(self.delay_after, self.device_lockout_after),
         }
     }
 }
@@ -610,10 +624,16 @@ impl RawSettings {
             ));
         }
         let l = &self.login;
-        if l.delay_after < 1 || l.account_lockout_after <= l.delay_after || l.ip_lockout_after < 5 {
+        if l.delay_after < 1
+            || l.account_lockout_after <= l.delay_after
+            || l.account_ip_lockout_after < 1
+            || l.device_lockout_after <= l.delay_after
+            || l.ip_lockout_after < 5
+        {
             return Err(bad(
                 "login",
-                "need delay_after >= 1, account_lockout_after > delay_after and ip_lockout_after >= 5",
+                "need delay_after >= 1, account_lockout_after and device_lockout_after > delay_after, \
+                 account_ip_lockout_after >= 1 and ip_lockout_after >= 5",
             ));
         }
         if l.window_seconds < 1 || l.lockout_seconds < 1 || l.max_delay_ms > 60_000 {
@@ -621,6 +641,9 @@ impl RawSettings {
                 "login",
                 "window_seconds and lockout_seconds must be positive, max_delay_ms at most 60000",
             ));
+        }
+        if !(1..=400).contains(&l.device_ttl_days) {
+            return Err(bad("login.device_ttl_days", "must be between 1 and 400"));
         }
         if self.housekeeping.interval_seconds == 0 {
             return Err(bad("housekeeping.interval_seconds", "must be at least 1"));

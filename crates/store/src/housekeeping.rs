@@ -20,6 +20,7 @@ pub struct CleanupReport {
     pub refresh_tokens: u64,
     pub grants: u64,
     pub sessions: u64,
+    pub devices: u64,
     pub revocations: u64,
     pub throttles: u64,
     pub clients: u64,
@@ -32,6 +33,7 @@ impl CleanupReport {
             + self.refresh_tokens
             + self.grants
             + self.sessions
+            + self.devices
             + self.revocations
             + self.throttles
             + self.clients
@@ -75,6 +77,12 @@ impl Db {
         )
         .await?;
         r.sessions = run("DELETE FROM sessions WHERE expires_at < $1", now, None).await?;
+        r.devices = run(
+            "DELETE FROM trusted_devices WHERE expires_at < $1",
+            now,
+            None,
+        )
+        .await?;
         r.revocations = run("DELETE FROM revocations WHERE expires_at < $1", now, None).await?;
         r.throttles = run(
             "DELETE FROM throttles WHERE window_start < $1 AND (locked_until IS NULL OR locked_until < $2)",

@@ -15,6 +15,7 @@
 mod clients;
 mod codes;
 mod consents;
+mod devices;
 mod housekeeping;
 mod keys;
 mod revocations;
@@ -30,7 +31,7 @@ pub use housekeeping::{CleanupPolicy, CleanupReport};
 pub use keys::SigningKeyRow;
 pub use revocations::{RevocationKind, RevocationRow};
 pub use sessions::SessionRow;
-pub use throttles::ThrottleRow;
+pub use throttles::{ThrottleRow, ThrottleWrite};
 pub use tokens::{NewRefreshToken, RefreshRow, RotateOutcome};
 pub use users::UserRow;
 

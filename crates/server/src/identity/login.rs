@@ -1,18 +1,21 @@
-//! The sign-in page, with throttling per account and per client IP.
+//! The sign-in page, with throttling per client IP, per account and per trusted browser
+//! (`mcp_oauth_core::security::login_throttle`).
 
 use std::time::Duration;
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
 
-use mcp_oauth_core::security::login_throttle::{Admission, ThrottleState, admit, record_failure};
-use mcp_oauth_store::ThrottleRow;
+use mcp_oauth_core::security::login_throttle::{
+    Admission, ThrottleKey, ThrottlePolicy, ThrottleState, forgive_attempt, register_attempts,
+};
+use mcp_oauth_store::{ThrottleRow, ThrottleWrite};
 
-use super::{csrf, normalize_email, password, session};
+use super::{csrf, device, normalize_email, password, session};
 use crate::http::error::PageError;
 use crate::http::extract::{ClientIp, PageForm};
 use crate::state::AppState;
@@ -102,6 +105,62 @@ fn to_row(s: ThrottleState) -> ThrottleRow {
     }
 }
 
+/// Count this attempt against `keys` before the password is checked, atomically (see
+/// `login_throttle`): the admission is decided from the counts that include it.
+async fn register(
+    state: &AppState,
+    keys: &[(ThrottleKey, ThrottlePolicy)],
+    now: i64,
+) -> Result<Admission, PageError> {
+    let names: Vec<String> = keys.iter().map(|(k, _)| k.as_key()).collect();
+    let admission = state
+        .db
+        .update_throttles(&names, now, |rows| {
+            let input: Vec<_> = rows
+                .iter()
+                .zip(keys)
+                .map(|(row, (_, policy))| (to_state(*row), *policy))
+                .collect();
+            let (admission, next) = register_attempts(&input, now);
+            let writes = match next.is_empty() {
+                true => vec![ThrottleWrite::Keep; keys.len()],
+                false => next
+                    .into_iter()
+                    .map(|s| ThrottleWrite::Put(to_row(s)))
+                    .collect(),
+            };
+            (writes, admission)
+        })
+        .await?;
+    Ok(admission)
+}
+
+/// After a successful sign-in: clear the account's counts and give back this attempt's
+/// reservation on the shared IP count.
+async fn forgive(
+    state: &AppState,
+    keys: &[(ThrottleKey, ThrottlePolicy)],
+    now: i64,
+) -> Result<(), PageError> {
+    let names: Vec<String> = keys.iter().map(|(k, _)| k.as_key()).collect();
+    state
+        .db
+        .update_throttles(&names, now, |rows| {
+            let writes = rows
+                .iter()
+                .zip(keys)
+                .map(|(row, (key, _))| match key.clears_on_success() {
+                    true => ThrottleWrite::Delete,
+                    false => forgive_attempt(to_state(*row).as_ref())
+                        .map_or(ThrottleWrite::Keep, |s| ThrottleWrite::Put(to_row(s))),
+                })
+                .collect();
+            (writes, ())
+        })
+        .await?;
+    Ok(())
+}
+
 pub async fn login_post(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -123,65 +182,62 @@ pub async fn login_post(
     }
     let email = normalize_email(&form.email).unwrap_or_default();
     let now = state.clock.now();
-    let account_key = format!("account:{email}");
-    let ip_key = format!("ip:{ip}");
-    let account = to_state(state.db.get_throttle(&account_key).await?);
-    let by_ip = to_state(state.db.get_throttle(&ip_key).await?);
-
-    let account_policy = state.settings.login.account_policy();
-    let ip_policy = state.settings.login.ip_policy();
-    let mut delay_ms = 0;
-    for admission in [
-        admit(account.as_ref(), now, &account_policy),
-        admit(by_ip.as_ref(), now, &ip_policy),
-    ] {
-        match admission {
-            Admission::Locked { until } => {
-                let minutes = ((until - now) + 59) / 60;
-                tracing::warn!(%ip, "sign-in refused: throttle locked");
-                return page(
-                    &state,
-                    jar,
-                    StatusCode::TOO_MANY_REQUESTS,
-                    &return_to,
-                    &form.email,
-                    Some(format!(
-                        "Too many failed sign-in attempts. Try again in {minutes} minute(s)."
-                    )),
-                );
-            }
-            Admission::Allowed { delay_ms: d } => delay_ms = delay_ms.max(d),
-        }
-    }
-    if delay_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-    }
-
     let user = match email.is_empty() {
         true => None,
         false => state.db.find_user_by_email(&email).await?,
     };
+
+    // A browser that signed in to this account before is counted on its own; if its own
+    // count is locked, it is counted like any other browser.
+    let throttle = state.settings.login.throttle();
+    let device = device::trusted_for(&state, &jar, user.as_ref().map(|u| u.id.as_str())).await?;
+    let mut admitted = None;
+    if let Some(hash) = device.as_deref() {
+        let keys = throttle.keys(&email, ip, Some(hash));
+        if let Admission::Allowed { delay_ms } = register(&state, &keys, now).await? {
+            admitted = Some((keys, delay_ms, true));
+        }
+    }
+    let (keys, delay_ms, trusted) = match admitted {
+        Some(a) => a,
+        None => {
+            let keys = throttle.keys(&email, ip, None);
+            match register(&state, &keys, now).await? {
+                Admission::Allowed { delay_ms } => (keys, delay_ms, false),
+                Admission::Locked { until } => {
+                    let minutes = ((until - now) + 59) / 60;
+                    tracing::warn!(%ip, "sign-in refused: throttle locked");
+                    let mut r = page(
+                        &state,
+                        jar,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        &return_to,
+                        &form.email,
+                        Some(format!(
+                            "Too many failed sign-in attempts. Try again in {minutes} minute(s)."
+                        )),
+                    )?;
+                    if let Ok(v) = HeaderValue::from_str(&(until - now).max(1).to_string()) {
+                        r.headers_mut().insert(header::RETRY_AFTER, v);
+                    }
+                    return Ok(r);
+                }
+            }
+        }
+    };
+    // The delay comes before the password check, so a slow answer says nothing about it.
+    if delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
+
     let stored = user
         .as_ref()
         .filter(|u| !u.is_disabled())
         .and_then(|u| u.password_hash.clone());
     let ok = password::verify(form.password, stored).await;
     let Some(user) = user.filter(|_| ok) else {
-        state
-            .db
-            .put_throttle(
-                &account_key,
-                to_row(record_failure(account.as_ref(), now, &account_policy)),
-            )
-            .await?;
-        state
-            .db
-            .put_throttle(
-                &ip_key,
-                to_row(record_failure(by_ip.as_ref(), now, &ip_policy)),
-            )
-            .await?;
-        tracing::info!(%ip, "sign-in failed");
+        // The attempt was counted when it was admitted.
+        tracing::info!(%ip, trusted_device = trusted, "sign-in failed");
         return page(
             &state,
             jar,
@@ -191,8 +247,9 @@ pub async fn login_post(
             Some("Invalid email or password.".into()),
         );
     };
-    state.db.clear_throttle(&account_key).await?;
+    forgive(&state, &keys, now).await?;
     let jar = session::start(&state, &user.id, jar).await?;
+    let jar = device::remember(&state, jar, &user.id, trusted).await?;
     tracing::info!(user_id = %user.id, "signed in");
     Ok((jar, Redirect::to(&return_to)).into_response())
 }

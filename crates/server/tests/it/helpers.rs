@@ -257,6 +257,8 @@ pub struct Browser {
     pub origin: String,
     http: reqwest::Client,
     cookies: Arc<Mutex<HashMap<String, String>>>,
+    /// Sent as `X-Forwarded-For`, for a server that trusts loopback as its proxy.
+    client_ip: Option<String>,
 }
 
 impl Browser {
@@ -265,6 +267,31 @@ impl Browser {
             origin: app.url.clone(),
             http: app.http.clone(),
             cookies: Arc::default(),
+            client_ip: None,
+        }
+    }
+
+    /// A browser that appears to come from `ip` (the app must list 127.0.0.1 in
+    /// `trusted_proxies`).
+    pub fn from_ip(app: &TestApp, ip: &str) -> Self {
+        Self {
+            client_ip: Some(ip.to_owned()),
+            ..Self::new(app)
+        }
+    }
+
+    /// Another browser (its own cookies) from the same address.
+    pub fn fresh(&self) -> Self {
+        Self {
+            cookies: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    fn forwarded(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.client_ip {
+            Some(ip) => req.header("x-forwarded-for", ip),
+            None => req,
         }
     }
 
@@ -316,7 +343,7 @@ impl Browser {
     }
 
     pub async fn get(&self, url: &str) -> Response {
-        let mut req = self.http.get(self.absolute(url));
+        let mut req = self.forwarded(self.http.get(self.absolute(url)));
         if let Some(c) = self.cookie_header() {
             req = req.header(reqwest::header::COOKIE, c);
         }
@@ -341,11 +368,12 @@ impl Browser {
                 HeaderValue::from_str(&self.origin).unwrap(),
             );
         }
-        let mut req = self
-            .http
-            .post(self.absolute(url))
-            .headers(headers)
-            .form(form);
+        let mut req = self.forwarded(
+            self.http
+                .post(self.absolute(url))
+                .headers(headers)
+                .form(form),
+        );
         if let Some(c) = self.cookie_header() {
             req = req.header(reqwest::header::COOKIE, c);
         }

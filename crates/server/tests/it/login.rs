@@ -134,6 +134,199 @@ async fn an_ip_trying_many_accounts_is_locked_out() {
     );
 }
 
+/// A server behind a trusted proxy on loopback, so browsers can appear to come from
+/// different addresses (`Browser::from_ip`).
+async fn spawn_behind_proxy(
+    configure: impl FnOnce(&mut mcp_oauth::config::RawSettings),
+) -> TestApp {
+    spawn_app_with(|raw| {
+        raw.trusted_proxies = vec!["127.0.0.1/32".into()];
+        configure(raw);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_parallel_wrong_passwords_are_counted_atomically_and_lock_the_account() {
+    let app = spawn_behind_proxy(|raw| {
+        raw.login.base_delay_ms = 1;
+        raw.login.max_delay_ms = 5;
+    })
+    .await;
+    app.create_user(EMAIL, false).await;
+    let browser = Browser::from_ip(&app, "198.51.100.7");
+    let page = browser.get("/login").await.text().await.unwrap();
+    let csrf = crate::helpers::hidden_field(&page, "csrf").unwrap();
+    let guesses: Vec<_> = (0..60)
+        .map(|i| {
+            let (browser, csrf) = (browser.clone(), csrf.clone());
+            tokio::spawn(async move {
+                let password = format!("wrong guess {i}");
+                let r = browser
+                    .post_form(
+                        "/login",
+                        &[("email", EMAIL), ("password", &password), ("csrf", &csrf)],
+                    )
+                    .await;
+                r.status()
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for guess in guesses {
+        match guess.await.unwrap() {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let limit = app.state.settings.login.account_ip_lockout_after;
+    assert_eq!(
+        checked, limit,
+        "exactly as many passwords are checked as the limit allows"
+    );
+    let (status, _) = attempt(&browser, EMAIL, PASSWORD).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the right password after the burst is refused too"
+    );
+}
+
+#[tokio::test]
+async fn strangers_wrong_passwords_do_not_lock_out_the_owners_browser() {
+    let app = spawn_behind_proxy(|raw| {
+        small_limits(raw);
+        raw.login.account_ip_lockout_after = 2;
+        raw.login.account_lockout_after = 4;
+    })
+    .await;
+    app.create_user(EMAIL, false).await;
+    // The owner has signed in from this browser before.
+    let owner = Browser::from_ip(&app, "203.0.113.10");
+    assert_eq!(
+        attempt(&owner, EMAIL, PASSWORD).await.0,
+        StatusCode::SEE_OTHER
+    );
+    assert!(
+        owner.cookie("__Host-mcp_device").is_some(),
+        "a device cookie"
+    );
+
+    // An attacker tries from one address: that address is locked out of the account...
+    let attacker = Browser::from_ip(&app, "198.51.100.1");
+    for _ in 0..2 {
+        assert_eq!(
+            attempt(&attacker, EMAIL, "guess").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        attempt(&attacker, EMAIL, PASSWORD).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "locked per account and address"
+    );
+    // ...but the owner signs in from a new browser elsewhere, before the account-wide limit.
+    let owner_elsewhere = Browser::from_ip(&app, "203.0.113.77");
+    assert_eq!(
+        attempt(&owner_elsewhere, EMAIL, PASSWORD).await.0,
+        StatusCode::SEE_OTHER
+    );
+
+    // A distributed attacker reaches the account-wide limit: browsers without the device
+    // cookie are locked out of the account, the owner's trusted browser is not.
+    for i in 0..4 {
+        let ip = format!("198.51.100.{}", 20 + i);
+        let (status, _) = attempt(&Browser::from_ip(&app, &ip), EMAIL, "guess").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "guess from {ip}");
+    }
+    let stranger = Browser::from_ip(&app, "198.51.100.99");
+    assert_eq!(
+        attempt(&stranger, EMAIL, PASSWORD).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "an untrusted browser is locked out account-wide"
+    );
+    let r = owner.login(EMAIL, PASSWORD).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::SEE_OTHER,
+        "the owner's browser is not"
+    );
+}
+
+#[tokio::test]
+async fn a_device_cookie_for_another_account_or_with_too_many_failures_is_not_trusted() {
+    let app = spawn_behind_proxy(|raw| {
+        small_limits(raw);
+        raw.login.account_lockout_after = 3;
+        raw.login.device_lockout_after = 2;
+    })
+    .await;
+    app.create_user(EMAIL, false).await;
+    app.create_user("mallory@example.com", false).await;
+    // Mallory's own device cookie does not make her browser trusted for Alice's account.
+    let mallory = Browser::from_ip(&app, "198.51.100.5");
+    assert_eq!(
+        attempt(&mallory, "mallory@example.com", PASSWORD).await.0,
+        StatusCode::SEE_OTHER
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            attempt(&mallory.fresh(), EMAIL, "guess").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let mallory_status = attempt(&mallory, EMAIL, PASSWORD).await.0;
+    assert_eq!(
+        mallory_status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "counted as untrusted"
+    );
+
+    // Alice's own trusted browser, once it has failed too often itself, is untrusted again.
+    app.clock.advance(61);
+    let alice = Browser::from_ip(&app, "203.0.113.10");
+    assert_eq!(
+        attempt(&alice, EMAIL, PASSWORD).await.0,
+        StatusCode::SEE_OTHER
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            attempt(&alice, EMAIL, "typo").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            attempt(&alice.fresh(), EMAIL, "guess").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        attempt(&alice, EMAIL, PASSWORD).await.0,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the device's own lock sends it to the untrusted counts, which are locked"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_attempt_says_when_to_retry() {
+    let app = spawn_app_with(small_limits).await;
+    app.create_user(EMAIL, false).await;
+    let browser = Browser::new(&app);
+    for _ in 0..3 {
+        attempt(&browser, EMAIL, "wrong").await;
+    }
+    let r = browser.login(EMAIL, PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: i64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+}
+
 async fn post_login(browser: &Browser, csrf: Option<&str>) -> reqwest::Response {
     let mut form = vec![
         ("email", EMAIL),

@@ -254,7 +254,7 @@ async fn stale_throttles_and_expired_keys_are_deleted(t: TestDb) {
         locked_until: None,
     };
     for (key, row) in [("old", old), ("locked", locked), ("recent", recent)] {
-        t.db.put_throttle(key, row).await.expect("put");
+        crate::throttles::put(&t, key, row).await;
     }
     let key = |kid: &str| SigningKeyRow {
         kid: kid.to_owned(),

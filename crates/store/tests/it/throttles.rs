@@ -1,6 +1,6 @@
-//! Login throttle state.
+//! Sign-in throttle counters: read-decide-write under the rows' locks.
 
-use mcp_oauth_store::ThrottleRow;
+use mcp_oauth_store::{ThrottleRow, ThrottleWrite};
 
 use crate::helpers::{NOW, TestDb};
 
@@ -8,78 +8,92 @@ fn summary(row: Option<ThrottleRow>) -> Option<(i64, i64, Option<i64>)> {
     row.map(|r| (r.failures, r.window_start, r.locked_until))
 }
 
-async fn a_throttle_round_trips_and_clears(t: TestDb) {
-    assert!(
-        t.db.get_throttle("ip:1").await.expect("get").is_none(),
-        "no state yet"
-    );
-
-    let row = ThrottleRow {
-        failures: 3,
-        window_start: NOW,
-        locked_until: Some(NOW + 60),
-    };
-    t.db.put_throttle("ip:1", row).await.expect("put");
-    t.db.put_throttle(
-        "ip:2",
-        ThrottleRow {
-            failures: 1,
-            window_start: NOW,
-            locked_until: None,
-        },
-    )
+/// Store `row` under `key`, as a caller deciding "put" would.
+pub async fn put(t: &TestDb, key: &str, row: ThrottleRow) {
+    t.db.update_throttles(&[key.to_owned()], NOW, |_| {
+        (vec![ThrottleWrite::Put(row)], ())
+    })
     .await
     .expect("put");
+}
+
+async fn decisions_see_the_rows_and_their_writes_apply(t: TestDb) {
+    let keys = ["ip:1".to_owned(), "account:a".to_owned()];
+    let seen =
+        t.db.update_throttles(&keys, NOW, |rows| {
+            (
+                vec![
+                    ThrottleWrite::Put(ThrottleRow {
+                        failures: 3,
+                        window_start: NOW,
+                        locked_until: Some(NOW + 60),
+                    }),
+                    ThrottleWrite::Keep,
+                ],
+                rows.to_vec(),
+            )
+        })
+        .await
+        .expect("update");
+    assert_eq!(seen, vec![None, None], "no history yet");
     assert_eq!(
         summary(t.db.get_throttle("ip:1").await.expect("get")),
         Some((3, NOW, Some(NOW + 60)))
     );
-
-    t.db.clear_throttle("ip:1").await.expect("clear");
+    let seen =
+        t.db.update_throttles(&keys, NOW + 1, |rows| {
+            (
+                vec![ThrottleWrite::Delete, ThrottleWrite::Keep],
+                rows.to_vec(),
+            )
+        })
+        .await
+        .expect("update");
+    assert_eq!(summary(seen[0]), Some((3, NOW, Some(NOW + 60))));
+    assert_eq!(seen[1], None, "kept means nothing was recorded");
     assert!(
         t.db.get_throttle("ip:1").await.expect("get").is_none(),
-        "cleared"
+        "deleted"
     );
-    assert_eq!(
-        summary(t.db.get_throttle("ip:2").await.expect("get")),
-        Some((1, NOW, None)),
-        "another key stays"
-    );
-    t.db.clear_throttle("ip:1")
-        .await
-        .expect("clearing an absent key is harmless");
 }
 
-async fn putting_a_throttle_again_overwrites_it(t: TestDb) {
-    t.db.put_throttle(
-        "ip:1",
-        ThrottleRow {
-            failures: 5,
-            window_start: NOW,
-            locked_until: Some(NOW + 60),
-        },
-    )
-    .await
-    .expect("put");
-    t.db.put_throttle(
-        "ip:1",
-        ThrottleRow {
-            failures: 1,
-            window_start: NOW + 100,
-            locked_until: None,
-        },
-    )
-    .await
-    .expect("put again");
-
-    assert_eq!(
-        summary(t.db.get_throttle("ip:1").await.expect("get")),
-        Some((1, NOW + 100, None)),
-        "every column is replaced, including a lock set back to NULL"
-    );
+async fn concurrent_updates_of_one_key_apply_one_after_another(t: TestDb) {
+    // Sixty parallel increments, each deciding from what it read: none may be lost.
+    const N: i64 = 60;
+    let tasks: Vec<_> = (0..N)
+        .map(|_| {
+            let db = t.db.clone();
+            tokio::spawn(async move {
+                db.update_throttles(&["account:a".to_owned(), "ip:1".to_owned()], NOW, |rows| {
+                    let bump = |r: Option<ThrottleRow>| {
+                        ThrottleWrite::Put(ThrottleRow {
+                            failures: r.map_or(0, |r| r.failures) + 1,
+                            window_start: NOW,
+                            locked_until: None,
+                        })
+                    };
+                    (vec![bump(rows[0]), bump(rows[1])], ())
+                })
+                .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("update");
+    }
+    for key in ["account:a", "ip:1"] {
+        assert_eq!(
+            t.db.get_throttle(key)
+                .await
+                .expect("get")
+                .map(|r| r.failures),
+            Some(N),
+            "{key}"
+        );
+    }
 }
 
 backend_tests!(
-    a_throttle_round_trips_and_clears,
-    putting_a_throttle_again_overwrites_it
+    decisions_see_the_rows_and_their_writes_apply,
+    concurrent_updates_of_one_key_apply_one_after_another,
 );
