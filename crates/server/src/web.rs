@@ -16,6 +16,8 @@ pub struct ErrorPage<'a> {
     pub base_path: &'a str,
     pub title: &'a str,
     pub detail: &'a str,
+    /// A link the user may follow (for example back to the application), with its label.
+    pub link: Option<&'a crate::http::error::PageLink>,
 }
 
 pub async fn stylesheet() -> Response {

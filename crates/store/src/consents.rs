@@ -11,7 +11,7 @@ pub struct ConsentRow {
     pub updated_at: i64,
 }
 
-/// A client holding at least one live grant for a user.
+/// A client the user has given access: a remembered consent, a live grant, or both.
 #[derive(Debug, Clone, FromRow)]
 pub struct ConnectedApp {
     pub client_id: String,
@@ -63,14 +63,21 @@ impl Db {
         Ok(())
     }
 
+    /// Every client that holds something of `user_id`'s that is still honoured: remembered
+    /// consent (which lets it get a code without asking, even once its tokens have expired)
+    /// and live grants (including one whose code is not redeemed yet). Revoking one with
+    /// `revoke_client_access` removes both, so nothing honoured is left unlisted.
     pub async fn connected_apps(&self, user_id: &str, now: i64) -> Result<Vec<ConnectedApp>> {
         Ok(sqlx::query_as(
-            "SELECT g.client_id, c.kind, c.metadata, MIN(g.created_at) AS first_authorized_at, \
-             MAX(g.created_at) AS last_authorized_at, COUNT(*) AS grants \
-             FROM grants g JOIN clients c ON c.id = g.client_id \
-             WHERE g.user_id = $1 AND g.revoked_at IS NULL AND g.expires_at > $2 \
-             AND NOT EXISTS (SELECT 1 FROM authorization_codes ac WHERE ac.grant_id = g.id AND ac.consumed_at IS NULL) \
-             GROUP BY g.client_id, c.kind, c.metadata ORDER BY MAX(g.created_at) DESC",
+            "SELECT a.client_id, c.kind, c.metadata, MIN(a.first_at) AS first_authorized_at, \
+             MAX(a.last_at) AS last_authorized_at, SUM(a.live) AS grants \
+             FROM (SELECT client_id, created_at AS first_at, updated_at AS last_at, 0 AS live \
+                   FROM consents WHERE user_id = $1 \
+                   UNION ALL \
+                   SELECT client_id, created_at, created_at, 1 FROM grants \
+                   WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2) a \
+             JOIN clients c ON c.id = a.client_id \
+             GROUP BY a.client_id, c.kind, c.metadata ORDER BY MAX(a.last_at) DESC, a.client_id",
         )
         .bind(user_id)
         .bind(now)

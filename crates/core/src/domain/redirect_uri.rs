@@ -107,12 +107,19 @@ impl RedirectUri {
         &self.url
     }
 
-    /// What the consent page shows the user: the host the browser will be sent to
-    /// (MCP 2026-07-28 security considerations: the AS MUST display the redirect hostname).
-    pub fn display_host(&self) -> String {
-        match self.url.host_str() {
-            Some(h) => h.to_owned(),
-            None => format!("{}:", self.url.scheme()),
+    /// Where the browser goes, for the consent page: the web host, the loopback listener
+    /// (`localhost:port`), or for a private-use scheme the scheme itself (`cursor:`). The part
+    /// after a private-use scheme is chosen by whoever registered it, so it names nothing the
+    /// browser will visit: `claude-desktop://claude.ai/cb` goes to whichever app on this device
+    /// handles `claude-desktop:`, not to claude.ai.
+    pub fn destination(&self) -> String {
+        match self.kind {
+            RedirectKind::Https => self.url.host_str().unwrap_or_default().to_owned(),
+            RedirectKind::Loopback => match self.url.port() {
+                Some(port) => format!("{}:{port}", self.url.host_str().unwrap_or_default()),
+                None => self.url.host_str().unwrap_or_default().to_owned(),
+            },
+            RedirectKind::PrivateUse => format!("{}:", self.url.scheme()),
         }
     }
 
@@ -233,18 +240,24 @@ mod tests {
     }
 
     #[test]
-    fn display_host_names_where_the_browser_goes() {
+    fn destination_names_where_the_browser_goes() {
         assert_eq!(
-            uri("https://chatgpt.com/connector/oauth/x").display_host(),
+            uri("https://chatgpt.com/connector/oauth/x").destination(),
             "chatgpt.com"
         );
         assert_eq!(
-            uri("cursor://anysphere.cursor-mcp/oauth/callback").display_host(),
-            "anysphere.cursor-mcp"
+            uri("cursor://anysphere.cursor-mcp/oauth/callback").destination(),
+            "cursor:",
+            "an app on this device, not a host"
         );
         assert_eq!(
-            uri("com.example.app:/cb").display_host(),
-            "com.example.app:"
+            uri("claude-desktop://claude.ai/cb").destination(),
+            "claude-desktop:"
+        );
+        assert_eq!(uri("com.example.app:/cb").destination(), "com.example.app:");
+        assert_eq!(
+            uri("http://127.0.0.1:33418/cb").destination(),
+            "127.0.0.1:33418"
         );
     }
 }

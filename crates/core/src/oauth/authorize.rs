@@ -12,8 +12,9 @@
 
 use url::Url;
 
-use super::client::{Client, GrantType};
+use super::client::{Client, ClientKind, GrantType};
 use super::error::{ErrorCode, OAuthError};
+use crate::domain::redirect_uri::RedirectKind;
 use crate::domain::scope::OFFLINE_ACCESS;
 use crate::domain::{CodeChallenge, RedirectUri, ResourceUri, ScopeSet};
 
@@ -234,14 +235,41 @@ pub fn decide_resource(
     }
 }
 
+/// May an authorization error be sent to the client's redirect URI without the user taking
+/// part? Only when the operator registered that URI. Anyone can register a client (dynamic
+/// registration, a metadata document on their own site) with their own redirect URI, and an
+/// error redirect needs no sign-in: sending it silently would make us an open redirector
+/// (RFC 9700 §4.11.2). Otherwise the error is shown on our page, with a link the user may
+/// follow back to the client.
+pub fn may_redirect_errors_silently(client: &Client) -> bool {
+    client.kind == ClientKind::Preregistered
+}
+
+/// May consent remembered from an earlier authorization be honoured without showing the page
+/// again? Only when the client's identity is assured: registered by the operator, a metadata
+/// document served over https (its host vouches for it), or a redirect to an https URL that
+/// only that site can receive. A dynamically registered public client that redirects to a
+/// loopback port or a private-use scheme can be impersonated by any program on the device,
+/// and identical public registrations share one client id, so such a client is asked again
+/// every time (RFC 8252 §8.6).
+pub fn remembered_consent_applies(client: &Client, redirect_uri: &RedirectUri) -> bool {
+    match client.kind {
+        ClientKind::Preregistered => true,
+        ClientKind::MetadataDocument => client.id.as_str().starts_with("https://"),
+        ClientKind::Dynamic => redirect_uri.kind() == RedirectKind::Https,
+    }
+}
+
 /// Should the consent page be shown? Not when the user already granted every requested
-/// scope to this client for this resource, unless the client asks with `prompt=consent`.
+/// scope to this client for this resource and that memory applies to this client
+/// (`remembered_consent_applies`), unless the client asks with `prompt=consent`.
 pub fn consent_required(
     previously_granted: Option<&ScopeSet>,
     requested: &ScopeSet,
     prompt: Prompt,
+    remembered_applies: bool,
 ) -> bool {
-    if prompt.consent {
+    if prompt.consent || !remembered_applies {
         return true;
     }
     match previously_granted {
@@ -465,23 +493,74 @@ mod tests {
     fn consent_is_remembered_per_scope_set() {
         let granted = ScopeSet::parse("mcp offline_access").unwrap();
         let p = Prompt::default();
-        assert!(!consent_required(
-            Some(&granted),
-            &ScopeSet::parse("mcp").unwrap(),
-            p
-        ));
+        let mcp = ScopeSet::parse("mcp").unwrap();
+        assert!(!consent_required(Some(&granted), &mcp, p, true));
         assert!(consent_required(
             Some(&granted),
             &ScopeSet::parse("mcp tools:write").unwrap(),
-            p
+            p,
+            true
         ));
-        assert!(consent_required(None, &ScopeSet::parse("mcp").unwrap(), p));
+        assert!(consent_required(None, &mcp, p, true));
         let forced = Prompt { consent: true, ..p };
-        assert!(consent_required(
-            Some(&granted),
-            &ScopeSet::parse("mcp").unwrap(),
-            forced
-        ));
+        assert!(consent_required(Some(&granted), &mcp, forced, true));
+        assert!(
+            consent_required(Some(&granted), &mcp, p, false),
+            "remembered consent that does not apply to this client"
+        );
+    }
+
+    fn client_of(kind: ClientKind, id: &str, redirects: &[&str]) -> Client {
+        let c = client(redirects, None);
+        Client::from_metadata(ClientId::parse(id).unwrap(), kind, c.metadata, None)
+    }
+
+    #[test]
+    fn remembered_consent_applies_only_to_clients_whose_identity_is_assured() {
+        let uri = |u: &str| RedirectUri::parse(u).unwrap();
+        let cases = [
+            (ClientKind::Preregistered, "c1", "http://127.0.0.1/cb", true),
+            (ClientKind::Preregistered, "c1", "cursor://x/cb", true),
+            (
+                ClientKind::MetadataDocument,
+                "https://app.example/client.json",
+                "http://127.0.0.1/cb",
+                true,
+            ),
+            (
+                ClientKind::MetadataDocument,
+                "http://127.0.0.1:9/client.json",
+                "http://127.0.0.1/cb",
+                false,
+            ),
+            (ClientKind::Dynamic, "c1", "https://app.example/cb", true),
+            (ClientKind::Dynamic, "c1", "http://127.0.0.1/cb", false),
+            (ClientKind::Dynamic, "c1", "cursor://x/cb", false),
+        ];
+        for (kind, id, redirect, applies) in cases {
+            let c = client_of(kind, id, &[redirect]);
+            assert_eq!(
+                remembered_consent_applies(&c, &uri(redirect)),
+                applies,
+                "{kind:?} {id} {redirect}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_operator_registered_redirect_uris_receive_errors_without_the_user() {
+        for (kind, silent) in [
+            (ClientKind::Preregistered, true),
+            (ClientKind::Dynamic, false),
+            (ClientKind::MetadataDocument, false),
+        ] {
+            let c = client_of(
+                kind,
+                "https://app.example/client.json",
+                &["https://app.example/cb"],
+            );
+            assert_eq!(may_redirect_errors_silently(&c), silent, "{kind:?}");
+        }
     }
 
     #[test]

@@ -74,15 +74,35 @@ fn opt_string_array(
     }
 }
 
-/// A human-readable value shown on the consent page: bounded and free of control characters.
+/// Characters a name shown to users must not contain: controls, and the invisible ones that
+/// change how the rest reads (Unicode format characters such as bidirectional overrides and
+/// zero-width joiners; line and paragraph separators; private-use and unassigned code points).
+/// "Claude\u{202E}edoc" would otherwise display as someone else's name.
+fn is_deceptive(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+            | GeneralCategory::PrivateUse
+            | GeneralCategory::Unassigned
+            | GeneralCategory::Surrogate
+    )
+}
+
+/// A human-readable value shown on the consent page: bounded, and free of control and
+/// invisible formatting characters.
 fn display_string(value: Option<String>, key: &'static str) -> Result<Option<String>, OAuthError> {
     match value {
         Some(s) if s.chars().count() > 200 => Err(metadata_error(format!(
             "{key} is longer than 200 characters"
         ))),
-        Some(s) if s.chars().any(char::is_control) => {
-            Err(metadata_error(format!("{key} contains control characters")))
-        }
+        Some(s) if s.chars().any(is_deceptive) => Err(metadata_error(format!(
+            "{key} contains control or invisible formatting characters \
+             (such as bidirectional overrides or zero-width characters)"
+        ))),
         other => Ok(other),
     }
 }
@@ -360,6 +380,40 @@ mod tests {
         for (extra, why) in cases {
             let err = validate(base(extra)).unwrap_err();
             assert_eq!(err.code, ErrorCode::InvalidClientMetadata, "{why}: {err}");
+        }
+    }
+
+    #[test]
+    fn names_with_invisible_or_bidirectional_formatting_are_refused() {
+        for name in [
+            "Claude\u{202E}edoC",     // right-to-left override
+            "Cla\u{200B}ude",         // zero-width space
+            "Cla\u{200D}ude",         // zero-width joiner
+            "\u{2066}Claude\u{2069}", // isolates
+            "Claude\u{FEFF}",         // byte order mark
+            "Cla\u{00AD}ude",         // soft hyphen
+            "Claude\u{2028}Code",     // line separator
+            "Claude\u{E000}",         // private use
+            "Claude\u{061C}",         // Arabic letter mark
+        ] {
+            let err =
+                validate(json!({"redirect_uris": ["https://a.example/cb"], "client_name": name}))
+                    .unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidClientMetadata, "{name:?}");
+        }
+        for name in [
+            "Claude Code",
+            "Visual Studio Code",
+            "Zoë's Bücher",
+            "日本語クライアント",
+            "مرحبا",
+            "🤖 Bot",
+        ] {
+            assert!(
+                validate(json!({"redirect_uris": ["https://a.example/cb"], "client_name": name}))
+                    .is_ok(),
+                "{name:?}"
+            );
         }
     }
 

@@ -79,6 +79,14 @@ impl IntoResponse for ApiError {
 pub struct ErrorPageContent {
     pub title: &'static str,
     pub detail: String,
+    pub link: Option<PageLink>,
+}
+
+/// A link the user may follow from an error page (never followed automatically).
+#[derive(Debug, Clone)]
+pub struct PageLink {
+    pub href: String,
+    pub label: String,
 }
 
 /// Error from a browser page: an HTML error page, never a redirect.
@@ -88,6 +96,7 @@ pub enum PageError {
         status: StatusCode,
         title: &'static str,
         detail: String,
+        link: Option<PageLink>,
     },
     Internal(anyhow::Error),
 }
@@ -98,6 +107,7 @@ impl PageError {
             status: StatusCode::BAD_REQUEST,
             title,
             detail: detail.into(),
+            link: None,
         }
     }
     pub fn not_found() -> Self {
@@ -105,6 +115,7 @@ impl PageError {
             status: StatusCode::NOT_FOUND,
             title: "Not found",
             detail: "There is nothing here.".into(),
+            link: None,
         }
     }
     pub fn forbidden(detail: impl Into<String>) -> Self {
@@ -112,6 +123,28 @@ impl PageError {
             status: StatusCode::FORBIDDEN,
             title: "Forbidden",
             detail: detail.into(),
+            link: None,
+        }
+    }
+
+    /// The same error page, with a link the user may choose to follow.
+    pub fn with_link(self, href: impl Into<String>, label: impl Into<String>) -> Self {
+        match self {
+            Self::Status {
+                status,
+                title,
+                detail,
+                ..
+            } => Self::Status {
+                status,
+                title,
+                detail,
+                link: Some(PageLink {
+                    href: href.into(),
+                    label: label.into(),
+                }),
+            },
+            internal => internal,
         }
     }
 }
@@ -130,24 +163,28 @@ impl From<anyhow::Error> for PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let (status, title, detail, cause) = match self {
+        let (status, title, detail, link, cause) = match self {
             Self::Status {
                 status,
                 title,
                 detail,
-            } => (status, title, detail, None),
+                link,
+            } => (status, title, detail, link, None),
             Self::Internal(e) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",
                 "The server could not complete this request. Try again later.".to_owned(),
+                None,
                 Some(InternalCause(format!("{e:#}"))),
             ),
         };
         // Rendered by the `error_pages` layer, which knows the base path for links.
         let mut response = status.into_response();
-        response
-            .extensions_mut()
-            .insert(ErrorPageContent { title, detail });
+        response.extensions_mut().insert(ErrorPageContent {
+            title,
+            detail,
+            link,
+        });
         no_store(&mut response);
         if let Some(c) = cause {
             response.extensions_mut().insert(c);

@@ -63,6 +63,15 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
+    // Pages carry a CSRF token, the signed-in user's email and their applications: no copy of
+    // them may be kept by the browser or anything in between (back button, shared proxies).
+    let is_html = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/html"));
+    if is_html && !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
         h.insert(
             header::CONTENT_SECURITY_POLICY,
@@ -94,6 +103,7 @@ pub async fn error_pages(State(state): State<AppState>, req: Request, next: Next
         base_path: state.settings.base_path(),
         title: content.title,
         detail: &content.detail,
+        link: content.link.as_ref(),
     };
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);

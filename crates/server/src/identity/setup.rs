@@ -75,6 +75,7 @@ fn closed() -> PageError {
         status: StatusCode::NOT_FOUND,
         title: "Setup is complete",
         detail: "An account already exists. Sign in, or ask an administrator to add you.".into(),
+        link: None,
     }
 }
 

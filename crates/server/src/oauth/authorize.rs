@@ -3,10 +3,12 @@
 //!
 //! ```text
 //!  GET /authorize ─ validate ─┬─ local error page (client or redirect URI not trusted)
-//!                             ├─ error redirect (anything after that)
+//!                             ├─ error for the client: a redirect if the operator registered
+//!                             │  the client, else our page with a link back (no open redirect)
 //!                             ├─ not signed in ──> /login?return_to=/authorize?… ──┐
 //!                             │                                                    │
-//!                             ├─ consent remembered ──> code redirect   <──────────┘
+//!                             ├─ consent remembered, and the client's identity ────┤
+//!                             │  assured ──> code redirect                <────────┘
 //!                             └─ consent page ── POST /authorize (CSRF) ─ same checks again
 //!                                                   ├─ deny  ──> access_denied redirect
 //!                                                   └─ allow ──> remember, code redirect
@@ -22,10 +24,12 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
 
+use mcp_oauth_core::domain::RedirectUri;
 use mcp_oauth_core::domain::redirect_uri::RedirectKind;
 use mcp_oauth_core::domain::{ScopeSet, SecretHash};
 use mcp_oauth_core::oauth::authorize::{
-    AuthorizeError, AuthorizeParams, ValidAuthorization, consent_required, response_redirect,
+    AuthorizeError, AuthorizeParams, ValidAuthorization, consent_required,
+    may_redirect_errors_silently, remembered_consent_applies, response_redirect,
     validate_authorize,
 };
 use mcp_oauth_core::oauth::client::{Client, ClientKind};
@@ -55,7 +59,9 @@ struct ConsentPage<'a> {
     request: &'a str,
     client_name: &'a str,
     user_email: &'a str,
-    redirect_host: String,
+    /// Where the browser goes next: a web host, a loopback listener, or an app's scheme.
+    destination: String,
+    destination_is_app: bool,
     document_host: Option<String>,
     resource: &'a str,
     scopes: Vec<ScopeView>,
@@ -140,19 +146,53 @@ fn parse_params(query: &str) -> Result<AuthorizeParams, PageError> {
     Ok(p)
 }
 
-fn redirect_with(
+/// Send the outcome back to the client. An error goes by redirect only when the user took
+/// part in this request (`interacted`) or the operator registered the client; otherwise it
+/// is shown on our page, with a link the user may follow back (RFC 9700 §4.11.2).
+fn respond(
     state: &AppState,
+    client: &Client,
+    redirect_uri: &RedirectUri,
+    client_state: Option<&str>,
+    outcome: Result<&str, &OAuthError>,
+    interacted: bool,
+) -> Result<Response, PageError> {
+    let url = response_redirect(redirect_uri, &state.settings.issuer, client_state, outcome);
+    match outcome {
+        Err(error) if !interacted && !may_redirect_errors_silently(client) => {
+            Err(PageError::bad_request(
+                "Authorization request refused",
+                format!(
+                    "{} asked for something this server cannot grant: {}.",
+                    client.display_name(),
+                    error.description
+                ),
+            )
+            .with_link(
+                url.as_str(),
+                format!("Return to the application ({})", redirect_uri.destination()),
+            ))
+        }
+        // 303 so that a POSTed consent is not re-POSTed to the client.
+        _ => Ok(Redirect::to(url.as_str()).into_response()),
+    }
+}
+
+fn respond_valid(
+    state: &AppState,
+    client: &Client,
     v: &ValidAuthorization,
     outcome: Result<&str, &OAuthError>,
-) -> Response {
-    let url = response_redirect(
+    interacted: bool,
+) -> Result<Response, PageError> {
+    respond(
+        state,
+        client,
         &v.redirect_uri,
-        &state.settings.issuer,
         v.state.as_deref(),
         outcome,
-    );
-    // 303 so that a POSTed consent is not re-POSTed to the client.
-    Redirect::to(url.as_str()).into_response()
+        interacted,
+    )
 }
 
 async fn handle(
@@ -191,15 +231,17 @@ async fn handle(
             state: st,
             error,
         }) => {
-            let url = response_redirect(
+            return respond(
+                state,
+                &client,
                 &redirect_uri,
-                &state.settings.issuer,
                 st.as_deref(),
                 Err(&error),
+                decision.is_some(),
             );
-            return Ok(Redirect::to(url.as_str()).into_response());
         }
     };
+    let interacted = decision.is_some();
 
     let now = state.clock.now();
     let user = session::current_user(state, &jar).await?;
@@ -212,14 +254,16 @@ async fn handle(
             u
         }
         _ if valid.prompt.none => {
-            return Ok(redirect_with(
+            return respond_valid(
                 state,
+                &client,
                 &valid,
                 Err(&OAuthError::new(
                     ErrorCode::LoginRequired,
                     "the user is not signed in",
                 )),
-            ));
+                interacted,
+            );
         }
         Some(_) | None => {
             let base = state.settings.base_path();
@@ -241,15 +285,17 @@ async fn handle(
         .and_then(|c| ScopeSet::parse(&c.scope).ok());
     match decision {
         Some(Decision::Deny) => {
-            tracing::info!(user_id = %user.id, client_id = %client.id, "authorization denied by the user");
-            Ok(redirect_with(
+            tracing::info!(user_id = %user.id, client_id = ?client.id.as_str(), "authorization denied by the user");
+            respond_valid(
                 state,
+                &client,
                 &valid,
                 Err(&OAuthError::new(
                     ErrorCode::AccessDenied,
                     "the user denied the request",
                 )),
-            ))
+                interacted,
+            )
         }
         Some(Decision::Allow) => {
             let remembered = granted.map_or_else(|| valid.scope.clone(), |g| g.union(&valid.scope));
@@ -265,17 +311,25 @@ async fn handle(
                 .await?;
             issue_code(state, &client, &user, &valid).await
         }
-        None if !consent_required(granted.as_ref(), &valid.scope, valid.prompt) => {
+        None if !consent_required(
+            granted.as_ref(),
+            &valid.scope,
+            valid.prompt,
+            remembered_consent_applies(&client, &valid.redirect_uri),
+        ) =>
+        {
             issue_code(state, &client, &user, &valid).await
         }
-        None if valid.prompt.none => Ok(redirect_with(
+        None if valid.prompt.none => respond_valid(
             state,
+            &client,
             &valid,
             Err(&OAuthError::new(
                 ErrorCode::ConsentRequired,
                 "the user has not approved this client",
             )),
-        )),
+            interacted,
+        ),
         None => consent_page(state, jar, query, &client, &user, &valid),
     }
 }
@@ -302,7 +356,8 @@ fn consent_page(
         request: query,
         client_name: client.display_name(),
         user_email: &user.email,
-        redirect_host: valid.redirect_uri.display_host(),
+        destination: valid.redirect_uri.destination(),
+        destination_is_app: valid.redirect_uri.kind() == RedirectKind::PrivateUse,
         document_host,
         resource: valid.resource.as_str(),
         scopes: valid
@@ -347,6 +402,6 @@ async fn issue_code(
     if let Err(e) = state.db.touch_client(client.id.as_str(), now).await {
         tracing::warn!(client_id = ?client.id.as_str(), error = %e, "recording the client's last use failed");
     }
-    tracing::info!(user_id = %user.id, client_id = %client.id, scope = %valid.scope, "authorization code issued");
-    Ok(redirect_with(state, valid, Ok(code.expose())))
+    tracing::info!(user_id = %user.id, client_id = ?client.id.as_str(), scope = %valid.scope, "authorization code issued");
+    respond_valid(state, client, valid, Ok(code.expose()), true)
 }

@@ -161,3 +161,71 @@ async fn the_account_page_escapes_a_hostile_client_name() {
     let page = account_page(&browser).await;
     assert!(!page.contains("<img src=x"), "{page}");
 }
+
+#[tokio::test]
+async fn everything_honoured_is_listed_a_pending_code_and_a_consent_whose_tokens_expired() {
+    let app = spawn_app().await;
+    let client_id = app
+        .preregistered_public_client("Remembered App", REDIRECT)
+        .await;
+    let browser = app.signed_in_browser("alice@example.com").await;
+    // Consent given, a code issued and never redeemed.
+    let pkce = Pkce::new();
+    app.get_code(&browser, &client_id, REDIRECT, &pkce, &[])
+        .await;
+    let page = account_page(&browser).await;
+    assert!(page.contains("Remembered App"), "a pending code: {page}");
+
+    // Once the code (and the grant it started) has expired, the consent is still honoured...
+    app.clock.advance(3600);
+    let url = app.authorize_url(&client_id, REDIRECT, &Pkce::new(), &[]);
+    let r = browser.get(&url).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        crate::helpers::redirect_params(&r).contains_key("code"),
+        "remembered: straight back with a code"
+    );
+    // ...so it is listed, and revoking it makes the next authorization ask again.
+    let page = account_page(&browser).await;
+    assert!(
+        page.contains("Remembered App"),
+        "remembered consent: {page}"
+    );
+    let (listed, csrf) = revoke_form(&browser).await;
+    assert_eq!(listed, client_id);
+    browser
+        .post_form(
+            "/account/revoke",
+            &[("csrf", &csrf), ("client_id", &client_id)],
+        )
+        .await;
+    assert!(account_page(&browser).await.contains("id=\"no-apps\""));
+    let r = browser.get(&url).await;
+    assert_eq!(r.status(), StatusCode::OK, "consent is asked again");
+}
+
+#[tokio::test]
+async fn pages_are_never_cached() {
+    let app = spawn_app().await;
+    let browser = app.signed_in_browser("alice@example.com").await;
+    let client_id = app.register_public_client(REDIRECT).await;
+    let consent = app.authorize_url(&client_id, REDIRECT, &Pkce::new(), &[]);
+    let fresh = spawn_app().await;
+    let setup = format!("/setup?token={}", fresh.open_setup());
+    for (who, path) in [
+        (Browser::new(&app), "/login".to_owned()),
+        (browser.clone(), "/account".to_owned()),
+        (browser.clone(), consent),
+        (Browser::new(&fresh), setup),
+    ] {
+        let r = who.get(&path).await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            r.headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{path}"
+        );
+    }
+}

@@ -14,9 +14,12 @@ use crate::helpers::{
 
 const REDIRECT: &str = "http://127.0.0.1:7777/callback";
 
-/// A registered public client and a signed-in browser.
+/// A public client the operator registered (so errors may go back to it by redirect, and
+/// consent is remembered for it) and a signed-in browser.
 async fn client_and_browser(app: &TestApp) -> (String, Browser) {
-    let client_id = app.register_public_client(REDIRECT).await;
+    let client_id = app
+        .preregistered_public_client("Desktop App", REDIRECT)
+        .await;
     let browser = app.signed_in_browser("alice@example.com").await;
     (client_id, browser)
 }
@@ -151,9 +154,10 @@ async fn a_scope_outside_the_clients_registration_redirects_invalid_scope() {
     })
     .await;
     let client_id = app
-        .register_client(json!({
+        .preregistered_client(json!({
             "client_name": "Read Only", "token_endpoint_auth_method": "none",
             "redirect_uris": [REDIRECT], "scope": "mcp",
+            "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
         }))
         .await;
     let browser = app.signed_in_browser("alice@example.com").await;
@@ -275,7 +279,9 @@ async fn a_user_who_is_not_signed_in_is_sent_to_login_and_the_flow_continues_aft
 #[tokio::test]
 async fn prompt_none_without_a_session_redirects_login_required() {
     let app = spawn_app().await;
-    let client_id = app.register_public_client(REDIRECT).await;
+    let client_id = app
+        .preregistered_public_client("Desktop App", REDIRECT)
+        .await;
     let browser = Browser::new(&app);
     let url = app.authorize_url(&client_id, REDIRECT, &Pkce::new(), &[("prompt", "none")]);
     let r = browser.get(&url).await;
@@ -563,4 +569,154 @@ async fn a_tampered_scope_in_the_consent_form_is_validated_again() {
         )
         .await;
     assert_error_redirect(&app, &r, REDIRECT, "invalid_scope");
+}
+
+/// A client anyone could have registered, redirecting to a site of its choosing.
+async fn anonymous_web_client(app: &TestApp) -> String {
+    app.register_client(json!({
+        "client_name": "Anon", "token_endpoint_auth_method": "none",
+        "redirect_uris": ["https://anon.example/cb"],
+    }))
+    .await
+}
+
+#[tokio::test]
+async fn an_error_for_an_anonymously_registered_client_is_shown_with_a_link_not_redirected() {
+    // RFC 9700 §4.11.2: no open redirector. Nobody is signed in and nothing is valid, yet
+    // without this rule the browser would be sent to the registrant's site.
+    let app = spawn_app().await;
+    let client_id = anonymous_web_client(&app).await;
+    let browser = Browser::new(&app);
+    for (url, error) in [
+        (
+            with_param(
+                &app.authorize_url(&client_id, "https://anon.example/cb", &Pkce::new(), &[]),
+                "code_challenge",
+                None,
+            ),
+            "invalid_request",
+        ),
+        (
+            app.authorize_url(
+                &client_id,
+                "https://anon.example/cb",
+                &Pkce::new(),
+                &[("prompt", "none")],
+            ),
+            "login_required",
+        ),
+    ] {
+        let r = browser.get(&url).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{error}");
+        assert!(r.headers().get("location").is_none(), "never a redirect");
+        let html = r.text().await.unwrap();
+        let href = html
+            .split("id=\"error-continue\" href=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("a link back: {html}"))
+            .replace("&amp;", "&")
+            .replace("&#38;", "&");
+        let link = url::Url::parse(&href).unwrap();
+        assert_eq!(link.host_str(), Some("anon.example"));
+        let params: std::collections::HashMap<_, _> = link.query_pairs().into_owned().collect();
+        assert_eq!(params["error"], error);
+        assert_eq!(params["iss"], app.url, "RFC 9207");
+        assert!(html.contains("anon.example"), "the destination is named");
+    }
+}
+
+#[tokio::test]
+async fn an_error_for_a_signed_in_user_of_an_anonymous_client_is_not_redirected_either() {
+    let app = spawn_app().await;
+    let client_id = anonymous_web_client(&app).await;
+    let browser = app.signed_in_browser("alice@example.com").await;
+    let url = app.authorize_url(
+        &client_id,
+        "https://anon.example/cb",
+        &Pkce::new(),
+        &[("prompt", "none")],
+    );
+    let r = browser.get(&url).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "consent_required on a page"
+    );
+    assert!(r.headers().get("location").is_none());
+}
+
+#[tokio::test]
+async fn a_user_who_denies_an_anonymous_client_is_sent_back_with_access_denied() {
+    // The user took part: the redirect is theirs to make.
+    let app = spawn_app().await;
+    let client_id = anonymous_web_client(&app).await;
+    let browser = app.signed_in_browser("alice@example.com").await;
+    let url = app.authorize_url(&client_id, "https://anon.example/cb", &Pkce::new(), &[]);
+    let form = ConsentForm::from_page(&browser.consent_page(&url).await);
+    let r = browser.decide(&form, "deny").await;
+    assert_error_redirect(&app, &r, "https://anon.example/cb", "access_denied");
+}
+
+#[tokio::test]
+async fn a_dynamic_client_on_loopback_or_a_private_use_scheme_is_asked_again_every_time() {
+    // RFC 8252 §8.6: any program can claim a loopback port or a scheme, and identical public
+    // registrations share one client id, so remembered consent must not be honoured.
+    let app = spawn_app().await;
+    let browser = app.signed_in_browser("alice@example.com").await;
+    for redirect in [REDIRECT, "cursor://anysphere.cursor-mcp/oauth/callback"] {
+        let client_id = app.register_public_client(redirect).await;
+        app.get_code(&browser, &client_id, redirect, &Pkce::new(), &[])
+            .await;
+        let url = app.authorize_url(&client_id, redirect, &Pkce::new(), &[]);
+        let r = browser.get(&url).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "{redirect}: the consent page again"
+        );
+        let page = r.text().await.unwrap();
+        assert!(page.contains("id=\"allow\""), "{redirect}");
+        // One click approves it again.
+        let form = ConsentForm::from_page(&page);
+        let r = browser.decide(&form, "allow").await;
+        assert!(redirect_params(&r).contains_key("code"), "{redirect}");
+    }
+}
+
+#[tokio::test]
+async fn consent_is_remembered_for_a_dynamic_client_that_redirects_to_https() {
+    let app = spawn_app().await;
+    let client_id = anonymous_web_client(&app).await;
+    let browser = app.signed_in_browser("alice@example.com").await;
+    app.get_code(
+        &browser,
+        &client_id,
+        "https://anon.example/cb",
+        &Pkce::new(),
+        &[],
+    )
+    .await;
+    let url = app.authorize_url(&client_id, "https://anon.example/cb", &Pkce::new(), &[]);
+    let r = browser.get(&url).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER, "no consent page");
+    assert!(redirect_params(&r).contains_key("code"));
+}
+
+#[tokio::test]
+async fn the_consent_page_names_a_private_use_scheme_as_an_app_not_a_host() {
+    let app = spawn_app().await;
+    let redirect = "claude-desktop://claude.ai/cb";
+    let client_id = app.register_public_client(redirect).await;
+    let browser = app.signed_in_browser("alice@example.com").await;
+    let url = app.authorize_url(&client_id, redirect, &Pkce::new(), &[]);
+    let page = browser.consent_page(&url).await;
+    let destination = element_text(&page, "redirect-host").unwrap();
+    assert!(destination.contains("claude-desktop:"), "{destination}");
+    assert!(destination.contains("app on this device"), "{destination}");
+    assert!(
+        !destination.contains("claude.ai"),
+        "the host part of a private-use URI is not where the browser goes: {destination}"
+    );
+    assert!(page.contains("id=\"warning-app\""));
 }

@@ -271,3 +271,22 @@ async fn with_metadata_documents_disabled_they_are_neither_advertised_nor_fetche
     .await;
     assert_eq!(docs.fetches(), 0);
 }
+
+#[tokio::test]
+async fn a_document_whose_name_carries_invisible_formatting_characters_is_refused() {
+    // "Claude" followed by a right-to-left override and reversed text would read as another
+    // name on the consent page.
+    let docs = DocServer::start(|url| {
+        let mut doc = document(url);
+        doc["client_name"] = json!("Claude\u{202E}edoC\u{200B}");
+        serve(doc)
+    })
+    .await;
+    let app = app_allowing_loopback().await;
+    let detail = error_page(
+        authorize(&app, &docs.url, REDIRECT).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert!(detail.contains("client_name"), "{detail}");
+}

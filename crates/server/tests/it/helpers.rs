@@ -1166,12 +1166,17 @@ impl TestApp {
 
     /// A public client as `mcp-oauth client add` makes one (not dynamically registered).
     pub async fn preregistered_public_client(&self, name: &str, redirect_uri: &str) -> String {
-        let id = mcp_oauth::random::id();
-        let metadata = json!({
+        self.preregistered_client(json!({
             "client_name": name, "redirect_uris": [redirect_uri],
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"], "token_endpoint_auth_method": "none",
-        });
+        }))
+        .await
+    }
+
+    /// A public client with this stored metadata, as the operator registers one.
+    pub async fn preregistered_client(&self, metadata: Value) -> String {
+        let id = mcp_oauth::random::id();
         self.state
             .db
             .insert_client(&mcp_oauth_store::ClientRow {

@@ -431,3 +431,25 @@ async fn registration_disabled_by_configuration_is_not_advertised() {
         .unwrap();
     assert!(m.get("registration_endpoint").is_none(), "{m}");
 }
+
+#[tokio::test]
+async fn a_client_name_with_bidirectional_overrides_or_zero_width_characters_is_refused() {
+    let app = spawn_app().await;
+    for name in [
+        "Claude\u{202E}edoC",
+        "Cla\u{200B}ude",
+        "\u{2067}Cursor\u{2069}",
+    ] {
+        let r = app
+            .register(json!({
+                "client_name": name, "token_endpoint_auth_method": "none",
+                "redirect_uris": ["http://127.0.0.1:7777/callback"],
+            }))
+            .await;
+        assert_eq!(
+            oauth_error(r).await,
+            (StatusCode::BAD_REQUEST, "invalid_client_metadata".into()),
+            "{name:?}"
+        );
+    }
+}

@@ -48,16 +48,17 @@ async fn a_consent_is_remembered_and_updated(t: TestDb) {
     assert!(other.is_none(), "consent is per resource");
 }
 
-async fn connected_apps_lists_only_clients_with_a_live_redeemed_grant(t: TestDb) {
+async fn connected_apps_lists_every_client_with_something_honoured(t: TestDb) {
     t.add_user("alice").await;
     t.add_user("bob").await;
-    // (client, how its grant ends up, listed for alice at NOW + 100)
+    // (client, what alice gave it, listed for alice at NOW + 100)
     let cases = [
-        ("redeemed", "redeemed", true),
-        ("pending", "code not redeemed", false),
-        ("revoked", "redeemed then revoked", false),
-        ("lapsed", "redeemed without refresh token, expired", false),
-        ("bobs", "redeemed by another user", false),
+        ("redeemed", "a redeemed grant", true),
+        ("pending", "a code never redeemed, expired since", false),
+        ("remembered", "remembered consent, its tokens expired", true),
+        ("revoked", "a grant, revoked", false),
+        ("lapsed", "a grant without refresh token, expired", false),
+        ("bobs", "nothing: bob gave it a grant", false),
     ];
     for (client, _, _) in cases {
         t.add_client(client).await;
@@ -76,6 +77,9 @@ async fn connected_apps_lists_only_clients_with_a_live_redeemed_grant(t: TestDb)
             .expect("redeem")
     );
     t.add_redeemed_grant("g-bobs", "bobs", "bob").await;
+    t.db.upsert_consent("alice", "remembered", RESOURCE, "mcp:tools", NOW - 10)
+        .await
+        .expect("consent");
 
     let apps =
         t.db.connected_apps("alice", NOW + 100)
@@ -89,12 +93,22 @@ async fn connected_apps_lists_only_clients_with_a_live_redeemed_grant(t: TestDb)
             "client whose grant was {how}: listed = {listed:?}"
         );
     }
-    let app = &apps[0];
-    assert_eq!((app.kind.as_str(), app.grants), ("dynamic", 1));
+    let redeemed = apps.iter().find(|a| a.client_id == "redeemed").unwrap();
+    assert_eq!((redeemed.kind.as_str(), redeemed.grants), ("dynamic", 1));
     assert_eq!(
-        (app.first_authorized_at, app.last_authorized_at),
+        (redeemed.first_authorized_at, redeemed.last_authorized_at),
         (NOW, NOW)
     );
+    let while_pending =
+        t.db.connected_apps("alice", NOW + 1)
+            .await
+            .expect("connected apps");
+    assert!(
+        while_pending.iter().any(|a| a.client_id == "pending"),
+        "a code not redeemed yet is listed while it can be: {while_pending:?}"
+    );
+    let remembered = apps.iter().find(|a| a.client_id == "remembered").unwrap();
+    assert_eq!(remembered.grants, 0, "no live grant, only the consent");
 }
 
 async fn connected_apps_counts_grants_per_client(t: TestDb) {
@@ -200,7 +214,7 @@ async fn revoking_client_access_revokes_grants_and_forgets_consent(t: TestDb) {
 
 backend_tests!(
     a_consent_is_remembered_and_updated,
-    connected_apps_lists_only_clients_with_a_live_redeemed_grant,
+    connected_apps_lists_every_client_with_something_honoured,
     connected_apps_counts_grants_per_client,
     revoking_client_access_revokes_grants_and_forgets_consent,
 );
