@@ -35,7 +35,7 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
             loop {
                 tick.tick().await;
                 if let Err(e) = run_cleanup(&state).await {
-                    tracing::error!(error = %format!("{e:#}"), "cleanup failed");
+                    tracing::error!(error = ?format!("{e:#}"), "cleanup failed");
                 }
             }
         })
@@ -48,7 +48,7 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
             loop {
                 tick.tick().await;
                 if let Err(e) = state.keys.reload(state.clock.now()).await {
-                    tracing::error!(error = %format!("{e:#}"), "reloading signing keys failed");
+                    tracing::error!(error = ?format!("{e:#}"), "reloading signing keys failed");
                 }
             }
         })
@@ -61,7 +61,7 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
             loop {
                 tick.tick().await;
                 if let Err(e) = state.revocations.poll(&state.db, state.clock.now()).await {
-                    tracing::warn!(error = %e, "polling revocations failed");
+                    tracing::warn!(error = ?e.to_string(), "polling revocations failed");
                 }
             }
         })

@@ -77,7 +77,7 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
     match state.db.ping().await {
         Ok(()) => (StatusCode::OK, "ready"),
         Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
+            tracing::warn!(error = ?e.to_string(), "readiness check failed");
             (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
         }
     }

@@ -35,14 +35,14 @@ pub fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+    tracing::info_span!("request", method = %req.method(), path = ?req.uri().path(), request_id = ?id)
 }
 
 /// Log the cause of a 500 once, inside the request's span.
 pub async fn log_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     if let Some(cause) = response.extensions().get::<InternalCause>() {
-        tracing::error!(cause = %cause.0, "request failed");
+        tracing::error!(cause = ?cause.0, "request failed");
     }
     response
 }

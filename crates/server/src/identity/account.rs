@@ -107,7 +107,7 @@ pub async fn account_revoke_post(
             state.revocation_ttl(),
         )
         .await?;
-    tracing::info!(user_id = %user.id, client_id = %form.client_id, grants = revoked, "user revoked a client's access");
+    tracing::info!(user_id = ?user.id, client_id = ?form.client_id, grants = revoked, "user revoked a client's access");
     // Apply at once here; other instances pick the published revocations up on their next poll.
     state.revocations.poll(&state.db, state.clock.now()).await?;
     Ok(Redirect::to(&format!("{}/account", state.settings.base_path())).into_response())

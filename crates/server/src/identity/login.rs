@@ -250,7 +250,7 @@ pub async fn login_post(
     forgive(&state, &keys, now).await?;
     let jar = session::start(&state, &user.id, jar).await?;
     let jar = device::remember(&state, jar, &user.id, trusted).await?;
-    tracing::info!(user_id = %user.id, "signed in");
+    tracing::info!(user_id = ?user.id, "signed in");
     Ok((jar, Redirect::to(&return_to)).into_response())
 }
 

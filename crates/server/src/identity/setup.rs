@@ -180,7 +180,7 @@ pub async fn setup_post(
         return Err(closed());
     }
     state.setup.close();
-    tracing::info!(user_id = %user.id, "first administrator created through the setup page");
+    tracing::info!(user_id = ?user.id, "first administrator created through the setup page");
     let jar = session::start(&state, &user.id, jar).await?;
     Ok((
         jar,

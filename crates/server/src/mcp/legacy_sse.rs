@@ -97,7 +97,9 @@ async fn open_stream(
             Ok(running) => {
                 let _ = running.waiting().await;
             }
-            Err(e) => tracing::debug!(error = %e, "legacy SSE session ended before initialisation"),
+            Err(e) => {
+                tracing::debug!(error = ?e.to_string(), "legacy SSE session ended before initialisation")
+            }
         }
         sessions.write().await.remove(&id);
         service_ct.cancel();

@@ -285,7 +285,7 @@ async fn handle(
         .and_then(|c| ScopeSet::parse(&c.scope).ok());
     match decision {
         Some(Decision::Deny) => {
-            tracing::info!(user_id = %user.id, client_id = ?client.id.as_str(), "authorization denied by the user");
+            tracing::info!(user_id = ?user.id, client_id = ?client.id.as_str(), "authorization denied by the user");
             respond_valid(
                 state,
                 &client,
@@ -400,8 +400,8 @@ async fn issue_code(
         .await?;
     // The code exists now: a failure to record the client's use must not lose it.
     if let Err(e) = state.db.touch_client(client.id.as_str(), now).await {
-        tracing::warn!(client_id = ?client.id.as_str(), error = %e, "recording the client's last use failed");
+        tracing::warn!(client_id = ?client.id.as_str(), error = ?e.to_string(), "recording the client's last use failed");
     }
-    tracing::info!(user_id = %user.id, client_id = ?client.id.as_str(), scope = %valid.scope, "authorization code issued");
+    tracing::info!(user_id = ?user.id, client_id = ?client.id.as_str(), scope = ?valid.scope.to_string(), "authorization code issued");
     respond_valid(state, client, valid, Ok(code.expose()), true)
 }

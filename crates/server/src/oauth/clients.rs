@@ -71,7 +71,7 @@ async fn resolve_document(state: &AppState, client_id: &str) -> Result<Client, C
     let (doc, cache_control) = match fetched {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(client_id, error = %e, "client metadata document fetch failed");
+            tracing::warn!(client_id, error = ?e.to_string(), "client metadata document fetch failed");
             return Err(unknown(format!(
                 "client metadata document could not be used: {e}"
             )));

@@ -145,7 +145,7 @@ pub async fn register_post(
         }
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(client_id = %row.id, name = metadata.client_name.as_deref().unwrap_or("-"), %ip, "client registered");
+    tracing::info!(client_id = ?row.id, name = ?metadata.client_name.as_deref().unwrap_or("-"), %ip, "client registered");
     created(registration_response(
         &metadata,
         &row.id,

@@ -38,7 +38,7 @@ pub async fn revoke_post(
                 .revoke_access_token(&claims.jti, now, claims.exp)
                 .await?;
             state.revocations.revoke_token(&claims.jti, claims.exp);
-            tracing::info!(client_id = %client.id, "access token revoked");
+            tracing::info!(client_id = ?client.id.as_str(), "access token revoked");
         }
     } else if let Some(row) = state
         .db
@@ -59,7 +59,7 @@ pub async fn revoke_post(
         state
             .revocations
             .revoke_grant(&row.grant_id, now + state.revocation_ttl());
-        tracing::info!(client_id = %client.id, grant_id = %row.grant_id, "grant revoked through its refresh token");
+        tracing::info!(client_id = ?client.id.as_str(), grant_id = ?row.grant_id, "grant revoked through its refresh token");
     }
     let mut r = StatusCode::OK.into_response();
     no_store(&mut r);

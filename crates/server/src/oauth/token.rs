@@ -99,7 +99,7 @@ pub async fn token_post(
         .touch_client(client.id.as_str(), state.clock.now())
         .await
     {
-        tracing::warn!(client_id = ?client.id.as_str(), error = %e, "recording the client's last use failed");
+        tracing::warn!(client_id = ?client.id.as_str(), error = ?e.to_string(), "recording the client's last use failed");
     }
     let mut r = Json(response).into_response();
     no_store(&mut r);
@@ -167,7 +167,7 @@ async fn revoke_for_replay(
     state
         .revocations
         .revoke_grant(grant_id, now + state.revocation_ttl());
-    tracing::warn!(security_event = reason, client_id = %client.id, grant_id, "replay detected; grant revoked");
+    tracing::warn!(security_event = reason, client_id = ?client.id.as_str(), grant_id, "replay detected; grant revoked");
     Ok(())
 }
 
@@ -253,7 +253,7 @@ async fn authorization_code(
         revoke_for_replay(state, &row.grant_id, "authorization_code_replayed", client).await?;
         return Err(OAuthError::invalid_grant("authorization code was already used").into());
     }
-    tracing::info!(client_id = %client.id, grant_id = %row.grant_id, "tokens issued for an authorization code");
+    tracing::info!(client_id = ?client.id.as_str(), grant_id = ?row.grant_id, "tokens issued for an authorization code");
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer",

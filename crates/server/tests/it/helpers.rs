@@ -1542,3 +1542,117 @@ pub async fn mcp_post(
     let r = app.mcp_send(token, session, &body).await;
     (r.status, r.headers, r.messages)
 }
+
+/// The real binary serving on a temporary SQLite database, its standard error collected:
+/// for what only a separate process shows (its logs, its environment, its memory).
+pub struct ServerProcess {
+    child: std::process::Child,
+    pub url: String,
+    pub database_url: String,
+    db_path: std::path::PathBuf,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// Start `mcp-oauth serve` with a clean environment plus `env`, and wait until it answers.
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let db_path =
+            std::env::temp_dir().join(format!("mcp_oauth_proc_{}.db", mcp_oauth::random::id()));
+        let database_url = format!("sqlite://{}?mode=rwc", db_path.display());
+        let url = format!("http://127.0.0.1:{port}");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"))
+            .env_clear()
+            .env("MCP_OAUTH_DATABASE_URL", &database_url)
+            .env("MCP_OAUTH_LISTEN", format!("127.0.0.1:{port}"))
+            .env("MCP_OAUTH_PUBLIC_URL", &url)
+            .envs(env.iter().copied())
+            .arg("serve")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn mcp-oauth serve");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut pipe = pipe;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let server = Self {
+            child,
+            url,
+            database_url,
+            db_path,
+            stderr,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Ok(r) = reqwest::get(format!("{}/healthz", server.url)).await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not start: {}",
+                server.stderr()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    /// Run an administration command on the same database.
+    pub fn admin(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"))
+            .env_clear()
+            .env("MCP_OAUTH_DATABASE_URL", &self.database_url)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn mcp-oauth");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Everything the server wrote to standard error so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for suffix in ["", "-wal", "-shm", ".key"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.db_path.display()));
+        }
+    }
+}

@@ -15,6 +15,7 @@ mod housekeeping;
 mod introspection;
 mod keys;
 mod login;
+mod logs;
 mod mcp;
 mod mcp_auth;
 mod mcp_sse;
