@@ -34,6 +34,7 @@ pub struct RawSettings {
     pub cimd: CimdSettings,
     pub cors: CorsSettings,
     /// Peers whose `X-Forwarded-For` / `Forwarded` headers are believed (IPs or CIDRs).
+    #[serde(deserialize_with = "list::deserialize")]
     pub trusted_proxies: Vec<String>,
     pub tls: Option<TlsSettings>,
     pub housekeeping: HousekeepingSettings,
@@ -51,6 +52,7 @@ pub struct McpSettings {
     /// Answer plain JSON instead of an SSE stream where possible (stateless mode only).
     pub json_response: bool,
     /// Scopes every MCP request needs (advertised as the resources' `scopes_supported`).
+    #[serde(deserialize_with = "list::deserialize")]
     pub base_scopes: Vec<String>,
     /// Extra scopes per tool: `{ tool_name = ["scope", …] }`. A call without them gets 403
     /// `insufficient_scope`, which makes clients ask the user for more (step-up).
@@ -191,8 +193,10 @@ pub struct SessionSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct ScopeSettings {
     /// Every scope a client may ask for.
+    #[serde(deserialize_with = "list::deserialize")]
     pub supported: Vec<String>,
     /// Granted when a client asks for none.
+    #[serde(deserialize_with = "list::deserialize")]
     pub default: Vec<String>,
     /// Scope hierarchy: `{ broader = ["narrower", …] }`; a token with the broader scope may do
     /// what the narrower ones allow.
@@ -204,6 +208,7 @@ pub struct ScopeSettings {
 pub struct RedirectSettings {
     /// Private-use schemes (RFC 8252 §7.1) public clients may register; `["*"]` for any
     /// (except script, data and file schemes, which are always refused), `[]` for none.
+    #[serde(deserialize_with = "list::deserialize")]
     pub private_use_schemes: Vec<String>,
 }
 
@@ -228,6 +233,7 @@ pub struct CimdSettings {
     pub enabled: bool,
     /// Host names whose documents are trusted; empty means any https host. A leading `*.`
     /// matches subdomains.
+    #[serde(deserialize_with = "list::deserialize")]
     pub allowed_hosts: Vec<String>,
     /// Development only: fetch documents from loopback addresses (and over plain http from
     /// them). Never enable in production.
@@ -242,6 +248,7 @@ pub struct CimdSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct CorsSettings {
     /// Origins allowed to call the OAuth endpoints from a browser; `["*"]` for any.
+    #[serde(deserialize_with = "list::deserialize")]
     pub allowed_origins: Vec<String>,
 }
 
@@ -357,6 +364,48 @@ impl Default for HousekeepingSettings {
         Self {
             interval_seconds: 300,
         }
+    }
+}
+
+/// List settings, given either as a TOML array or, as environment variables naturally are,
+/// as one string of items separated by commas and/or whitespace:
+/// `MCP_OAUTH_TRUSTED_PROXIES=10.0.0.0/8,192.168.0.0/16`, `MCP_OAUTH_SCOPES__SUPPORTED="mcp
+/// offline_access"`. No item of any list setting (scopes, schemes, hosts, origins, CIDRs)
+/// can contain a comma or whitespace, so the split is unambiguous.
+mod list {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+
+    pub fn split(s: &str) -> Vec<String> {
+        s.split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|item| !item.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    struct ListVisitor;
+
+    impl<'de> Visitor<'de> for ListVisitor {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list, or a string of items separated by commas or spaces")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+            Ok(split(s))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        d.deserialize_any(ListVisitor)
     }
 }
 
@@ -845,6 +894,79 @@ mod tests {
             r.validate().is_ok(),
             "a protected endpoint may listen anywhere"
         );
+    }
+
+    /// Load with `vars` as the environment (figment's jail keeps tests apart).
+    fn load_env(vars: &[(&str, &str)]) -> Result<RawSettings, ConfigError> {
+        let mut result = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            for (k, v) in vars {
+                jail.set_env(k, v);
+            }
+            result = Some(load(None, &Overrides::default()));
+            Ok(())
+        });
+        result.unwrap()
+    }
+
+    #[test]
+    fn list_settings_accept_plain_environment_values() {
+        let raw = load_env(&[
+            ("MCP_OAUTH_TRUSTED_PROXIES", "127.0.0.1/32"),
+            (
+                "MCP_OAUTH_SCOPES__SUPPORTED",
+                "mcp offline_access tools:write",
+            ),
+            (
+                "MCP_OAUTH_CORS__ALLOWED_ORIGINS",
+                "https://a.example, https://b.example",
+            ),
+            ("MCP_OAUTH_CIMD__ALLOWED_HOSTS", "claude.ai,*.example.com"),
+            ("MCP_OAUTH_MCP__BASE_SCOPES", "mcp"),
+            ("MCP_OAUTH_REDIRECT_URIS__PRIVATE_USE_SCHEMES", ""),
+        ])
+        .unwrap();
+        assert_eq!(raw.trusted_proxies, ["127.0.0.1/32"]);
+        assert_eq!(
+            raw.scopes.supported,
+            ["mcp", "offline_access", "tools:write"]
+        );
+        assert_eq!(
+            raw.cors.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(raw.cimd.allowed_hosts, ["claude.ai", "*.example.com"]);
+        assert_eq!(raw.mcp.base_scopes, ["mcp"]);
+        assert!(raw.redirect_uris.private_use_schemes.is_empty());
+        assert!(raw.validate().is_ok());
+    }
+
+    #[test]
+    fn list_settings_still_accept_toml_arrays() {
+        let raw = load_env(&[
+            (
+                "MCP_OAUTH_TRUSTED_PROXIES",
+                "[\"10.0.0.0/8\", \"192.168.0.0/16\"]",
+            ),
+            ("MCP_OAUTH_SCOPES__DEFAULT", "[\"mcp\"]"),
+        ])
+        .unwrap();
+        assert_eq!(raw.trusted_proxies, ["10.0.0.0/8", "192.168.0.0/16"]);
+        assert_eq!(raw.scopes.default, ["mcp"]);
+        let mut from_file = None;
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.create_file("c.toml", "trusted_proxies = [\"10.0.0.1\"]\n[scopes]\nsupported = [\"mcp\", \"offline_access\"]")?;
+            from_file = Some(load(
+                Some(std::path::Path::new("c.toml")),
+                &Overrides::default(),
+            ));
+            Ok(())
+        });
+        let raw = from_file.unwrap().unwrap();
+        assert_eq!(raw.trusted_proxies, ["10.0.0.1"]);
+        assert_eq!(raw.scopes.supported, ["mcp", "offline_access"]);
     }
 
     #[test]

@@ -287,3 +287,43 @@ fn serve_on_a_port_in_use_fails_with_one_line_saying_so() {
     assert!(line.contains("already in use"), "{line}");
     drop(busy);
 }
+
+#[tokio::test]
+async fn list_settings_can_be_plain_environment_values() {
+    let server = crate::helpers::ServerProcess::start(&[
+        ("MCP_OAUTH_TRUSTED_PROXIES", "127.0.0.1/32,::1"),
+        (
+            "MCP_OAUTH_SCOPES__SUPPORTED",
+            "mcp offline_access tools:read",
+        ),
+        (
+            "MCP_OAUTH_CORS__ALLOWED_ORIGINS",
+            "https://a.example, https://b.example",
+        ),
+    ])
+    .await;
+    let metadata: Value = reqwest::get(format!(
+        "{}/.well-known/oauth-authorization-server",
+        server.url
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        metadata["scopes_supported"],
+        serde_json::json!(["mcp", "offline_access", "tools:read"])
+    );
+    let preflight = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("{}/token", server.url))
+        .header("origin", "https://b.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://b.example"
+    );
+}
