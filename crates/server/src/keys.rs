@@ -2,7 +2,9 @@
 //! verifies with the same set), rotated by `mcp-oauth keys rotate`, published at `jwks_uri`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use aws_lc_rs::signature::{
@@ -78,11 +80,21 @@ struct KeySet {
     jwks: Value,
 }
 
+/// How often a token naming a key we do not know may make us reload the keys. Anyone can
+/// send such a token, so each one must not cost a database query; a key rotated on another
+/// instance is still found within this long of its first token.
+const UNKNOWN_KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The keys in use. Cheap to read on every request; reloaded from the database periodically
 /// and when a token names a key we have not seen (another instance rotated).
 pub struct KeyStore {
     db: Db,
     set: RwLock<Arc<KeySet>>,
+    /// Single flight for reloads caused by unknown key ids, holding when the last one started:
+    /// requests that arrive while one runs wait for it instead of starting their own.
+    unknown_key_reload: tokio::sync::Mutex<Option<Instant>>,
+    /// Reloads from the database so far (for tests and metrics).
+    reloads: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +172,8 @@ impl KeyStore {
         Ok(Self {
             db,
             set: RwLock::new(Arc::new(set)),
+            unknown_key_reload: tokio::sync::Mutex::new(None),
+            reloads: AtomicU64::new(0),
         })
     }
 
@@ -171,12 +185,18 @@ impl KeyStore {
     }
 
     pub async fn reload(&self, now: i64) -> anyhow::Result<()> {
+        self.reloads.fetch_add(1, Ordering::Relaxed);
         let set = build(&self.db.published_keys(now).await?)?;
         match self.set.write() {
             Ok(mut g) => *g = Arc::new(set),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(set),
         }
         Ok(())
+    }
+
+    /// How many times the keys have been reloaded from the database since start.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
     }
 
     pub fn jwks(&self) -> Value {
@@ -227,20 +247,38 @@ impl KeyStore {
     }
 
     /// Verify, reloading once when the key is unknown (rotated on another instance).
+    ///
+    /// ```text
+    ///   known kid ──────────────────────────────────────────> verify
+    ///   unknown kid ─ wait for the reload in flight, if any ─┬─ now known ──> verify
+    ///                                                        ├─ last reload < 1 s ago ─> UnknownKey
+    ///                                                        └─ reload (others wait) ──> verify
+    /// ```
     pub async fn verify_or_reload(
         &self,
         token: &str,
         now: i64,
     ) -> Result<AccessTokenClaims, VerifyError> {
         match self.verify(token) {
-            Err(VerifyError::UnknownKey) => {
-                if self.reload(now).await.is_err() {
-                    return Err(VerifyError::UnknownKey);
-                }
-                self.verify(token)
-            }
-            other => other,
+            Err(VerifyError::UnknownKey) => {}
+            other => return other,
         }
+        let mut last = self.unknown_key_reload.lock().await;
+        // The reload we may have waited for can have brought the key.
+        match self.verify(token) {
+            Err(VerifyError::UnknownKey) => {}
+            other => return other,
+        }
+        if last.is_some_and(|t| t.elapsed() < UNKNOWN_KEY_RELOAD_INTERVAL) {
+            return Err(VerifyError::UnknownKey);
+        }
+        *last = Some(Instant::now());
+        if let Err(e) = self.reload(now).await {
+            tracing::warn!(error = ?e, "reloading signing keys for an unknown key id failed");
+            return Err(VerifyError::UnknownKey);
+        }
+        drop(last);
+        self.verify(token)
     }
 }
 

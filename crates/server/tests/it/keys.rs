@@ -1,9 +1,18 @@
 //! Signing key rotation: the new key signs, the old one stays published and trusted until
 //! every token it signed has expired, and other instances pick the new key up.
 
-use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::helpers::{TestApp, jwt_header, spawn_app, spawn_second_instance};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use mcp_oauth::resource::VerifiedToken;
+use mcp_oauth_core::oauth::access_token::AccessTokenClaims;
+
+use crate::helpers::{TestApp, initialize, jwt_header, spawn_app, spawn_second_instance};
 
 /// Rotate as `mcp-oauth keys rotate` does, then reload this instance's key set.
 async fn rotate(app: &TestApp) -> String {
@@ -94,4 +103,116 @@ async fn an_instance_that_has_not_reloaded_verifies_tokens_signed_with_a_key_rot
     assert_eq!(kid(&t.access_token), new);
     // B last loaded its keys before the rotation; an unknown kid makes it reload once.
     assert_eq!(b.introspect(&t.access_token).await["active"], true);
+}
+
+/// A JWT that names `kid` in a well-formed `at+jwt` header, with a meaningless signature:
+/// what anyone can send without knowing a key.
+fn forged_token(kid: &str) -> String {
+    let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.{}",
+        part(json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid})),
+        part(json!({"sub": "mallory", "exp": 4_000_000_000_i64})),
+        URL_SAFE_NO_PAD.encode([7u8; 64])
+    )
+}
+
+async fn refused_as_invalid_token(app: &TestApp, token: &str) {
+    let r = app.mcp_send(Some(token), None, &initialize(1)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|c| c.contains("error=\"invalid_token\"")),
+        "{:?}",
+        r.header("www-authenticate")
+    );
+}
+
+#[tokio::test]
+async fn forged_tokens_naming_unknown_keys_reload_the_keys_at_most_once_a_second() {
+    let a = spawn_app().await;
+    let b = spawn_second_instance(&a).await;
+    let before = b.state.keys.reloads();
+    let started = Instant::now();
+
+    for _ in 0..150 {
+        refused_as_invalid_token(&b, &forged_token(&mcp_oauth::random::id())).await;
+    }
+    let concurrent = (0..150).map(|_| {
+        let token = forged_token(&mcp_oauth::random::id());
+        let b = &b;
+        async move { refused_as_invalid_token(b, &token).await }
+    });
+    futures::future::join_all(concurrent).await;
+
+    let reloads = b.state.keys.reloads() - before;
+    let bound = started.elapsed().as_secs() + 1;
+    assert!(
+        reloads <= bound,
+        "300 forged tokens in {:?} caused {reloads} reloads (at most {bound})",
+        started.elapsed()
+    );
+
+    // A key rotated elsewhere is still found, once the interval since the last reload is over.
+    let new = rotate(&a).await;
+    let t = a.tokens_for_new_client("kim@example.com").await;
+    assert_eq!(kid(&t.access_token), new);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    b.mcp_send(Some(&t.access_token), None, &initialize(1))
+        .await
+        .result();
+}
+
+#[tokio::test]
+async fn the_verified_token_cache_stays_bounded_and_keeps_a_token_in_use() {
+    let app = spawn_app().await;
+    let hot = app
+        .tokens_for_new_client("kim@example.com")
+        .await
+        .access_token;
+    app.mcp_send(Some(&hot), None, &initialize(1))
+        .await
+        .result();
+    let cache = &app.state.verified_tokens;
+    assert!(cache.contains(&hot));
+
+    // Other tokens verified once each, many more than fit, while the hot one keeps being used.
+    let capacity = cache.capacity();
+    let one_off = Arc::new(VerifiedToken::new(jwt_claims_of(&app)));
+    let batch = capacity / 4;
+    for round in 0..12 {
+        for i in 0..batch {
+            cache.insert(&format!("one-off-{round}-{i}"), one_off.clone());
+        }
+        assert!(
+            cache.len() <= capacity,
+            "round {round}: {} entries, capacity {capacity}",
+            cache.len()
+        );
+        assert!(
+            cache.contains(&hot),
+            "round {round}: the token in use was evicted"
+        );
+        app.mcp_send(Some(&hot), None, &initialize(1))
+            .await
+            .result();
+    }
+}
+
+/// Claims for cache entries that are never presented over HTTP.
+fn jwt_claims_of(app: &TestApp) -> AccessTokenClaims {
+    let now = app.clock.now();
+    AccessTokenClaims {
+        iss: app.state.settings.issuer.clone(),
+        sub: "someone".into(),
+        aud: app.mcp_resource(),
+        client_id: "some-client".into(),
+        scope: "mcp".into(),
+        exp: now + 900,
+        iat: now,
+        nbf: now,
+        jti: mcp_oauth::random::id(),
+        gid: None,
+        auth_time: None,
+    }
 }
