@@ -218,6 +218,17 @@ pub struct CimdSettings {
     pub max_document_bytes: usize,
     pub cache_min_seconds: i64,
     pub cache_max_seconds: i64,
+    /// How long a failed fetch is remembered per document URL, seconds, so that repeated
+    /// requests naming it do not fetch it again.
+    pub failure_cache_seconds: i64,
+    /// Document fetches per minute per client IP (those answered from a cache do not count).
+    /// Hosted clients share egress addresses, so keep it generous.
+    pub fetches_per_ip_per_minute: u32,
+    /// An explicit forward proxy for document fetches (`http://…`); none by default, and the
+    /// proxy environment variables are never used. Through a proxy, the proxy resolves names
+    /// and connects, so this server's address checks cannot apply: the proxy must enforce the
+    /// egress policy itself.
+    pub proxy_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -322,6 +333,9 @@ impl Default for CimdSettings {
             max_document_bytes: 16 * 1024,
             cache_min_seconds: 300,
             cache_max_seconds: 86_400,
+            failure_cache_seconds: 60,
+            fetches_per_ip_per_minute: 60,
+            proxy_url: None,
         }
     }
 }
@@ -600,6 +614,20 @@ impl RawSettings {
             return Err(bad(
                 "cimd.cache_min_seconds",
                 "must be between 0 and cimd.cache_max_seconds",
+            ));
+        }
+        if self.cimd.failure_cache_seconds < 0 || self.cimd.failure_cache_seconds > 3_600 {
+            return Err(bad(
+                "cimd.failure_cache_seconds",
+                "must be between 0 and 3600 seconds",
+            ));
+        }
+        if let Some(proxy) = &self.cimd.proxy_url
+            && !Url::parse(proxy).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(bad(
+                "cimd.proxy_url",
+                format!("{proxy:?} is not an http:// or https:// proxy URL"),
             ));
         }
         let l = &self.login;

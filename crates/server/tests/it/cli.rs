@@ -287,3 +287,105 @@ fn serve_on_a_port_in_use_fails_with_one_line_saying_so() {
     assert!(line.contains("already in use"), "{line}");
     drop(busy);
 }
+
+/// A plain HTTP/1.1 GET over a socket (no client library, so no proxy settings apply here
+/// either): the status and the body.
+fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, response))
+}
+
+/// `serve` on a free loopback port with extra environment; returns the child and its
+/// address once `/healthz` answers.
+fn serve_with_env(cli: &Cli, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut command = cli.command(&[
+        "serve",
+        "--listen",
+        &addr,
+        "--public-url",
+        &format!("http://{addr}"),
+    ]);
+    command.envs(env.iter().copied());
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(http_get(&addr, "/healthz"), Ok((200, _))) {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("serve did not come up on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, addr)
+}
+
+#[test]
+fn the_metadata_document_fetcher_ignores_proxy_environment_variables() {
+    // A "proxy" that only counts the connections it gets.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    std::thread::spawn(move || {
+        for stream in proxy.incoming() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+
+    let cli = Cli::new();
+    let vars = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ];
+    let env: Vec<(&str, &str)> = vars.iter().map(|v| (*v, proxy_url.as_str())).collect();
+    let (mut child, addr) = serve_with_env(&cli, &env);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair(
+            "client_id",
+            "https://client-metadata.example.com/client.json",
+        )
+        .append_pair(
+            "redirect_uri",
+            "https://client-metadata.example.com/callback",
+        )
+        .append_pair("response_type", "code")
+        .append_pair("code_challenge", &"a".repeat(43))
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    let answer = http_get(&addr, &format!("/authorize?{query}"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let (status, _) = answer.unwrap();
+    assert_eq!(status, 400, "the document cannot be fetched here");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the fetch went through the proxy from the environment"
+    );
+}
