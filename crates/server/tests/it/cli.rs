@@ -64,6 +64,21 @@ impl Cli {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// A configuration file beside the database with `toml` in it; returns its path.
+    fn config(&self, toml: &str) -> String {
+        let path = format!("{}.toml", self.path.display());
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    /// `args` with `--config` holding `toml`.
+    fn run_with_config(&self, toml: &str, args: &[&str]) -> Output {
+        let config = self.config(toml);
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         serde_json::from_str(&self.ok(args)).expect("--json prints JSON")
     }
@@ -71,7 +86,7 @@ impl Cli {
 
 impl Drop for Cli {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", ".key", ".toml"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
         }
     }
@@ -388,4 +403,91 @@ fn the_metadata_document_fetcher_ignores_proxy_environment_variables() {
         0,
         "the fetch went through the proxy from the environment"
     );
+}
+
+const KEY_1: &str = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=";
+const KEY_2: &str = "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI=";
+
+#[test]
+fn the_generated_encryption_key_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let cli = Cli::new();
+    cli.ok(&["keys", "rotate"]);
+    let key_file = format!("{}.key", cli.path.display());
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    let first = std::fs::read_to_string(&key_file).unwrap();
+    cli.ok(&["keys", "rotate"]);
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap(),
+        first,
+        "reused, not generated again"
+    );
+}
+
+#[test]
+fn keys_rewrap_moves_every_key_to_the_new_encryption_key() {
+    let cli = Cli::new();
+    let old = format!("[keys]\nencryption_key = \"{KEY_1}\"\n");
+    let new = format!("[keys]\nencryption_key = \"{KEY_2}\"\n");
+    let both =
+        format!("[keys]\nencryption_key = \"{KEY_2}\"\nprevious_encryption_keys = [\"{KEY_1}\"]\n");
+    for _ in 0..2 {
+        let out = cli.run_with_config(&old, &["keys", "rotate"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    let refused = cli.run_with_config(&new, &["keys", "rotate"]);
+    let line = one_line_failure(&refused);
+    assert!(
+        line.contains("does not match the stored signing keys"),
+        "{line}"
+    );
+
+    let out = cli.run_with_config(&both, &["keys", "rewrap"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.contains("2 signing keys re-encrypted"), "{said}");
+
+    let out = cli.run_with_config(&new, &["keys", "rotate"]);
+    assert!(out.status.success(), "the new key alone: {}", stderr(&out));
+    let out = cli.run_with_config(&old, &["keys", "rotate"]);
+    assert!(one_line_failure(&out).contains("does not match"));
+}
+
+#[test]
+fn postgresql_without_an_encryption_key_fails_naming_the_setting_and_how_to_make_one() {
+    let cli = Cli::new();
+    for command in [&["check-config"][..], &["serve"][..]] {
+        let out = cli
+            .command(command)
+            .env("MCP_OAUTH_DATABASE_URL", "postgres://mcp@127.0.0.1:1/mcp")
+            .output()
+            .unwrap();
+        let line = one_line_failure(&out);
+        assert!(line.contains("keys.encryption_key"), "{line}");
+        assert!(line.contains("openssl rand -base64 32"), "{line}");
+    }
+}
+
+#[test]
+fn check_config_never_prints_the_encryption_key_or_the_database_password() {
+    let cli = Cli::new();
+    for database_url in [
+        "postgres://mcp:hunter2-db-secret@db.example.com/mcp",
+        "postgres://mcp@db.example.com/mcp?password=hunter2-db-secret&sslmode=require",
+    ] {
+        let out = cli
+            .command(&["check-config"])
+            .env("MCP_OAUTH_DATABASE_URL", database_url)
+            .env("MCP_OAUTH_KEYS__ENCRYPTION_KEY", KEY_1)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains(KEY_1), "{printed}");
+        assert!(printed.contains("db.example.com"), "{printed}");
+        assert!(printed.contains("keys.encryption_key"), "{printed}");
+    }
 }
