@@ -80,6 +80,13 @@ async fn resolve_document(
     {
         return client_from_row(row.clone());
     }
+    // The allow list needs no fetch: answered before the throttle and the failure cache.
+    if !state.cimd.host_allowed(&url) {
+        return Err(unknown(format!(
+            "client metadata document could not be used: {}",
+            crate::oauth::cimd::FetchError::HostNotAllowed
+        )));
+    }
     if let Some(description) = state.cimd.remembered_failure(client_id, now) {
         return Err(unknown(description));
     }
