@@ -27,6 +27,7 @@ does the human's part, and we give the whole run a much shorter deadline.
 """
 
 import argparse
+import base64
 import glob
 import json
 import os
@@ -89,6 +90,12 @@ class Harness:
             MCP_OAUTH_PUBLIC_URL=self.issuer,
             MCP_OAUTH_DATABASE_URL=self.create_database(args.database),
         )
+        if self.pg_db:
+            # PostgreSQL needs a key to encrypt the signing keys at rest (SQLite generates
+            # one next to its database file, in self.tmp).
+            self.env["MCP_OAUTH_KEYS__ENCRYPTION_KEY"] = base64.b64encode(
+                secrets.token_bytes(32)
+            ).decode()
 
     # ---- database ---------------------------------------------------------
 

@@ -45,7 +45,7 @@ async fn spawn(open: bool) -> (Application, String) {
     let mut raw = RawSettings {
         public_url: format!("http://{addr}"),
         listen: addr.to_string(),
-        database_url: format!("sqlite://{}?mode=rwc", db_path.display()),
+        database_url: format!("sqlite://{}?mode=rwc", db_path.display()).into(),
         ..RawSettings::default()
     };
     raw.mcp.open = open;

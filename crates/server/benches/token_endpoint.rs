@@ -139,6 +139,15 @@ async fn create_database(base: Option<&str>) -> String {
     }
 }
 
+/// A fixed signing-key encryption key: PostgreSQL needs one, and SQLite then writes no key
+/// file beside the benchmark's database.
+fn bench_keys() -> mcp_oauth::config::KeysSettings {
+    mcp_oauth::config::KeysSettings {
+        encryption_key: Some("QkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkJCQkI=".into()),
+        ..Default::default()
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let concurrency = env_usize("BENCH_CONCURRENCY", 16);
@@ -151,7 +160,8 @@ async fn main() {
     let settings = RawSettings {
         public_url: format!("http://{addr}"),
         listen: addr.to_string(),
-        database_url: database_url.clone(),
+        database_url: database_url.clone().into(),
+        keys: bench_keys(),
         ..RawSettings::default()
     }
     .validate()

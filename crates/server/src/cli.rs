@@ -17,6 +17,7 @@ use mcp_oauth_store::{ClientRow, Db, StoreError, UserRow};
 use crate::clock::Clock;
 use crate::config::{self, Overrides, Settings};
 use crate::identity::{normalize_email, password};
+use crate::keys::encryption::KeyRing;
 use crate::startup::{Application, connect_db, shutdown_signal};
 
 #[derive(Debug, Parser)]
@@ -121,6 +122,9 @@ pub enum ClientCommand {
 pub enum KeysCommand {
     /// Start signing with a new key; old keys stay published until their tokens expire.
     Rotate,
+    /// Re-encrypt every stored signing key with the current `keys.encryption_key` (after
+    /// changing it, with the old one in `keys.previous_encryption_keys`).
+    Rewrap,
 }
 
 fn settings(cli: &Cli, serve: Option<&ServeArgs>) -> anyhow::Result<Settings> {
@@ -176,7 +180,8 @@ fn check_config(s: &Settings) -> anyhow::Result<()> {
     let summary = json!({
         "issuer": s.issuer,
         "listen": s.listen.to_string(),
-        "database_url": crate::startup::redact_url(&s.database_url),
+        "database_url": s.database_url.redacted(),
+        "signing_key_encryption": key_encryption_summary(s),
         "resources": s.resources.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
         "scopes_supported": s.supported_scopes.to_string(),
         "access_ttl": s.tokens.access_ttl,
@@ -189,6 +194,21 @@ fn check_config(s: &Settings) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&summary)?);
     println!("configuration is valid");
     Ok(())
+}
+
+/// Where the signing-key encryption key comes from, without the key.
+fn key_encryption_summary(s: &Settings) -> String {
+    let previous = s.keys.previous_encryption_keys.len();
+    let source = match (&s.keys.encryption_key, &s.keys.encryption_key_file) {
+        (Some(_), _) => "keys.encryption_key (set, not shown)".to_owned(),
+        (None, Some(path)) => format!("keys.encryption_key_file {}", path.display()),
+        (None, None) => "a key generated next to the SQLite database".to_owned(),
+    };
+    if previous > 0 {
+        format!("{source}; {previous} previous key(s) accepted for reading")
+    } else {
+        source
+    }
 }
 
 /// Read a password: prompted without echo on a terminal, else one line of standard input.
@@ -401,8 +421,10 @@ async fn admin(command: &Command, settings: &Settings, db: &Db) -> anyhow::Resul
             writeln!(out, "client {client_id} removed; its grants were revoked")?;
         }
         Command::Keys(KeysCommand::Rotate) => {
+            let keyring = KeyRing::load(&settings.keys, &settings.database_url)?;
             let kid = crate::keys::rotate(
                 db,
+                &keyring,
                 settings.tokens.signing_alg,
                 now(),
                 settings.tokens.access_ttl,
@@ -411,6 +433,18 @@ async fn admin(command: &Command, settings: &Settings, db: &Db) -> anyhow::Resul
             writeln!(
                 out,
                 "new signing key {kid} is active; running instances pick it up within a minute"
+            )?;
+        }
+        Command::Keys(KeysCommand::Rewrap) => {
+            let keyring = KeyRing::load(&settings.keys, &settings.database_url)?;
+            let done = crate::keys::rewrap(db, &keyring).await?;
+            writeln!(
+                out,
+                "{} signing keys re-encrypted with {}, {} already were; \
+                 keys.previous_encryption_keys can now be removed",
+                done.resealed,
+                keyring.source(),
+                done.current
             )?;
         }
         Command::Serve(_) | Command::CheckConfig => unreachable!("handled by run"),

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -23,10 +24,11 @@ pub struct RawSettings {
     /// The issuer: the public base URL clients reach us at.
     pub public_url: String,
     pub listen: String,
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub log_format: LogFormat,
     pub log_level: String,
     pub tokens: TokenSettings,
+    pub keys: KeysSettings,
     pub sessions: SessionSettings,
     pub scopes: ScopeSettings,
     pub redirect_uris: RedirectSettings,
@@ -40,6 +42,61 @@ pub struct RawSettings {
     pub housekeeping: HousekeepingSettings,
     pub login: LoginSettings,
     pub mcp: McpSettings,
+}
+
+/// A database URL. `Debug` shows it with the password replaced (in the user information or
+/// a `password` parameter); the URL itself is reached through `Deref<Target = str>`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL without its password, for messages and logs.
+    pub fn redacted(&self) -> String {
+        crate::startup::redact_url(&self.0)
+    }
+}
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.redacted(), f)
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> Self {
+        Self(url.to_owned())
+    }
+}
+
+/// Encryption of the signing keys at rest (see `keys::encryption`). The keys are secrets:
+/// `Debug` redacts them and they are never serialized back out.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysSettings {
+    /// Base64 of 32 random bytes (`openssl rand -base64 32`).
+    #[serde(skip_serializing)]
+    pub encryption_key: Option<SecretString>,
+    /// A file holding such a key (instead of `encryption_key`).
+    pub encryption_key_file: Option<PathBuf>,
+    /// Keys the stored signing keys may still be sealed with, after the encryption key was
+    /// changed and until `mcp-oauth keys rewrap` has run.
+    #[serde(skip_serializing)]
+    #[serde(deserialize_with = "list::deserialize_secrets")]
+    pub previous_encryption_keys: Vec<SecretString>,
 }
 
 /// The protected MCP server.
@@ -242,6 +299,17 @@ pub struct CimdSettings {
     pub max_document_bytes: usize,
     pub cache_min_seconds: i64,
     pub cache_max_seconds: i64,
+    /// How long a failed fetch is remembered per document URL, seconds, so that repeated
+    /// requests naming it do not fetch it again.
+    pub failure_cache_seconds: i64,
+    /// Document fetches per minute per client IP (those answered from a cache do not count).
+    /// Hosted clients share egress addresses, so keep it generous.
+    pub fetches_per_ip_per_minute: u32,
+    /// An explicit forward proxy for document fetches (`http://…`); none by default, and the
+    /// proxy environment variables are never used. Through a proxy, the proxy resolves names
+    /// and connects, so this server's address checks cannot apply: the proxy must enforce the
+    /// egress policy itself.
+    pub proxy_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -275,6 +343,7 @@ impl Default for RawSettings {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             tokens: TokenSettings::default(),
+            keys: KeysSettings::default(),
             sessions: SessionSettings::default(),
             scopes: ScopeSettings::default(),
             redirect_uris: RedirectSettings::default(),
@@ -347,6 +416,9 @@ impl Default for CimdSettings {
             max_document_bytes: 16 * 1024,
             cache_min_seconds: 300,
             cache_max_seconds: 86_400,
+            failure_cache_seconds: 60,
+            fetches_per_ip_per_minute: 60,
+            proxy_url: None,
         }
     }
 }
@@ -406,6 +478,12 @@ mod list {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         d.deserialize_any(ListVisitor)
+    }
+
+    pub fn deserialize_secrets<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<secrecy::SecretString>, D::Error> {
+        Ok(deserialize(d)?.into_iter().map(Into::into).collect())
     }
 }
 
@@ -482,10 +560,11 @@ pub struct Settings {
     pub issuer: String,
     pub public_url: Url,
     pub listen: SocketAddr,
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub log_format: LogFormat,
     pub log_level: String,
     pub tokens: TokenSettings,
+    pub keys: KeysSettings,
     pub session_ttl: i64,
     pub supported_scopes: ScopeSet,
     pub default_scopes: ScopeSet,
@@ -536,6 +615,63 @@ fn scope_list(key: &str, list: &[String]) -> Result<ScopeSet, ConfigError> {
             "scopes must be non-empty tokens without spaces, quotes or backslashes",
         )
     })
+}
+
+fn validate_keys(
+    keys: &KeysSettings,
+    backend: mcp_oauth_store::Backend,
+) -> Result<(), ConfigError> {
+    use crate::keys::encryption::decode_key;
+    let generate = "generate one with `openssl rand -base64 32`";
+    if keys.encryption_key.is_some() && keys.encryption_key_file.is_some() {
+        return Err(bad(
+            "keys.encryption_key",
+            "set keys.encryption_key or keys.encryption_key_file, not both",
+        ));
+    }
+    if let Some(key) = &keys.encryption_key
+        && decode_key(key.expose_secret()).is_none()
+    {
+        return Err(bad(
+            "keys.encryption_key",
+            format!("must be base64 of 32 random bytes; {generate}"),
+        ));
+    }
+    if let Some(path) = &keys.encryption_key_file
+        && !path.exists()
+    {
+        return Err(bad(
+            "keys.encryption_key_file",
+            format!(
+                "file {} does not exist; {generate} into it (mode 0600)",
+                path.display()
+            ),
+        ));
+    }
+    if keys
+        .previous_encryption_keys
+        .iter()
+        .any(|k| decode_key(k.expose_secret()).is_none())
+    {
+        return Err(bad(
+            "keys.previous_encryption_keys",
+            "each must be base64 of 32 bytes, as keys.encryption_key",
+        ));
+    }
+    if backend == mcp_oauth_store::Backend::Postgres
+        && keys.encryption_key.is_none()
+        && keys.encryption_key_file.is_none()
+    {
+        return Err(bad(
+            "keys.encryption_key",
+            format!(
+                "PostgreSQL needs a key to encrypt the signing keys at rest: {generate} and set \
+                 it as keys.encryption_key (MCP_OAUTH_KEYS__ENCRYPTION_KEY) or in a file named by \
+                 keys.encryption_key_file"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 impl RawSettings {
@@ -589,12 +725,13 @@ impl RawSettings {
             )
         })?;
 
-        if mcp_oauth_store::Backend::from_url(&self.database_url).is_none() {
+        let Some(backend) = mcp_oauth_store::Backend::from_url(&self.database_url) else {
             return Err(bad(
                 "database_url",
                 "must start with sqlite: (e.g. sqlite://data/mcp-oauth.db?mode=rwc) or postgres: (e.g. postgres://user@host/db)",
             ));
-        }
+        };
+        validate_keys(&self.keys, backend)?;
 
         let t = &self.tokens;
         for (key, value, min, max) in [
@@ -670,6 +807,20 @@ impl RawSettings {
             return Err(bad(
                 "cimd.cache_min_seconds",
                 "must be between 0 and cimd.cache_max_seconds",
+            ));
+        }
+        if self.cimd.failure_cache_seconds < 0 || self.cimd.failure_cache_seconds > 3_600 {
+            return Err(bad(
+                "cimd.failure_cache_seconds",
+                "must be between 0 and 3600 seconds",
+            ));
+        }
+        if let Some(proxy) = &self.cimd.proxy_url
+            && !Url::parse(proxy).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(bad(
+                "cimd.proxy_url",
+                format!("{proxy:?} is not an http:// or https:// proxy URL"),
             ));
         }
         let l = &self.login;
@@ -755,6 +906,7 @@ impl RawSettings {
             log_format: self.log_format,
             log_level: self.log_level,
             tokens: self.tokens,
+            keys: self.keys,
             session_ttl: self.sessions.ttl,
             supported_scopes,
             default_scopes,
@@ -967,6 +1119,78 @@ mod tests {
         let raw = from_file.unwrap().unwrap();
         assert_eq!(raw.trusted_proxies, ["10.0.0.1"]);
         assert_eq!(raw.scopes.supported, ["mcp", "offline_access"]);
+    }
+
+    const KEY: &str = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=";
+    const OLD_KEY: &str = "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI=";
+
+    #[test]
+    fn debug_output_shows_neither_the_database_password_nor_the_encryption_keys() {
+        for url in [
+            "postgres://mcp:hunter2@db.example.com/mcp",
+            "postgres://mcp@db.example.com/mcp?sslmode=require&password=hunter2",
+        ] {
+            let mut r = raw();
+            r.database_url = url.into();
+            r.keys.encryption_key = Some(KEY.into());
+            r.keys.previous_encryption_keys = vec![OLD_KEY.into()];
+            let before = format!("{r:?}");
+            let after = format!("{:?}", r.validate().unwrap());
+            for debug in [before, after] {
+                for secret in ["hunter2", KEY, OLD_KEY] {
+                    assert!(!debug.contains(secret), "{secret} in {debug}");
+                }
+                assert!(debug.contains("db.example.com"), "the rest is shown");
+            }
+        }
+    }
+
+    #[test]
+    fn postgresql_needs_an_encryption_key_and_sqlite_does_not() {
+        let mut r = raw();
+        r.database_url = "postgres://mcp@db.example.com/mcp".into();
+        let e = r.validate().unwrap_err();
+        assert_eq!(e.key, "keys.encryption_key");
+        assert!(e.message.contains("openssl rand -base64 32"), "{e}");
+        let mut r = raw();
+        r.database_url = "postgres://mcp@db.example.com/mcp".into();
+        r.keys.encryption_key = Some(KEY.into());
+        assert!(r.validate().is_ok());
+        assert!(raw().validate().is_ok(), "SQLite generates its key");
+    }
+
+    #[test]
+    fn encryption_keys_must_be_32_bytes_of_base64_and_given_once() {
+        for (edit, key) in [
+            (
+                (|r: &mut RawSettings| r.keys.encryption_key = Some("c2hvcnQ=".into()))
+                    as fn(&mut RawSettings),
+                "keys.encryption_key",
+            ),
+            (
+                |r| r.keys.previous_encryption_keys = vec!["not base64".into()],
+                "keys.previous_encryption_keys",
+            ),
+            (
+                |r| {
+                    r.keys.encryption_key = Some(KEY.into());
+                    r.keys.encryption_key_file = Some("/etc/hostname".into());
+                },
+                "keys.encryption_key",
+            ),
+            (
+                |r| r.keys.encryption_key_file = Some("/nonexistent/key".into()),
+                "keys.encryption_key_file",
+            ),
+            (
+                |r| r.cimd.proxy_url = Some("socks5://proxy".into()),
+                "cimd.proxy_url",
+            ),
+        ] {
+            let mut r = raw();
+            edit(&mut r);
+            assert_eq!(r.validate().unwrap_err().key, key);
+        }
     }
 
     #[test]

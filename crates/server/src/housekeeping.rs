@@ -20,6 +20,7 @@ pub async fn run_cleanup(state: &AppState) -> anyhow::Result<()> {
     let report = state.db.delete_expired(state.clock.now(), &policy).await?;
     // The registration throttle keeps a cell per client IP; drop the idle ones.
     state.register_limiter.retain_recent();
+    state.cimd.retain_recent();
     if report.total() > 0 {
         tracing::info!(?report, "expired records deleted");
     }

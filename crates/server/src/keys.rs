@@ -1,15 +1,20 @@
 //! Access-token signing keys: generated, stored in the database (so every instance signs and
-//! verifies with the same set), rotated by `mcp-oauth keys rotate`, published at `jwks_uri`.
+//! verifies with the same set) with the private keys sealed (`encryption`), rotated by
+//! `mcp-oauth keys rotate`, published at `jwks_uri`.
+
+pub mod encryption;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
 };
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
 
@@ -17,9 +22,10 @@ use mcp_oauth_core::oauth::access_token::{ACCESS_TOKEN_TYP, AccessTokenClaims};
 use mcp_oauth_store::{Db, SigningKeyRow};
 
 use crate::config::SigningAlg;
+use encryption::KeyRing;
 
-/// Generate a key pair as a row ready to store.
-pub fn generate(alg: SigningAlg, now: i64) -> anyhow::Result<SigningKeyRow> {
+/// Generate a key pair as a row ready to store, its private key sealed with `keyring`.
+pub fn generate(alg: SigningAlg, now: i64, keyring: &KeyRing) -> anyhow::Result<SigningKeyRow> {
     let kid = crate::random::id();
     let (pkcs8, jwk) = match alg {
         SigningAlg::EdDSA => {
@@ -30,7 +36,7 @@ pub fn generate(alg: SigningAlg, now: i64) -> anyhow::Result<SigningKeyRow> {
                 .map_err(|_| anyhow!("Ed25519 key encoding failed"))?;
             let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
             (
-                pkcs8.as_ref().to_vec(),
+                secrecy::zeroize::Zeroizing::new(pkcs8.as_ref().to_vec()),
                 json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
             )
         }
@@ -46,7 +52,7 @@ pub fn generate(alg: SigningAlg, now: i64) -> anyhow::Result<SigningKeyRow> {
             let x = URL_SAFE_NO_PAD.encode(&point[1..33]);
             let y = URL_SAFE_NO_PAD.encode(&point[33..]);
             (
-                pkcs8.as_ref().to_vec(),
+                secrecy::zeroize::Zeroizing::new(pkcs8.as_ref().to_vec()),
                 json!({"kty": "EC", "crv": "P-256", "x": x, "y": y}),
             )
         }
@@ -56,9 +62,9 @@ pub fn generate(alg: SigningAlg, now: i64) -> anyhow::Result<SigningKeyRow> {
     jwk["alg"] = json!(alg.as_str());
     jwk["use"] = json!("sig");
     Ok(SigningKeyRow {
+        private_key: keyring.seal(&kid, &pkcs8)?,
         kid,
         alg: alg.as_str().to_owned(),
-        private_key: STANDARD.encode(pkcs8),
         public_jwk: jwk.to_string(),
         created_at: now,
         retired_at: None,
@@ -78,11 +84,22 @@ struct KeySet {
     jwks: Value,
 }
 
+/// How often a token naming a key we do not know may make us reload the keys. Anyone can
+/// send such a token, so each one must not cost a database query; a key rotated on another
+/// instance is still found within this long of its first token.
+const UNKNOWN_KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The keys in use. Cheap to read on every request; reloaded from the database periodically
 /// and when a token names a key we have not seen (another instance rotated).
 pub struct KeyStore {
     db: Db,
+    keyring: Arc<KeyRing>,
     set: RwLock<Arc<KeySet>>,
+    /// Single flight for reloads caused by unknown key ids, holding when the last one started:
+    /// requests that arrive while one runs wait for it instead of starting their own.
+    unknown_key_reload: tokio::sync::Mutex<Option<Instant>>,
+    /// Reloads from the database so far (for tests and metrics).
+    reloads: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +118,7 @@ fn algorithm(name: &str) -> Option<Algorithm> {
     }
 }
 
-fn build(rows: &[SigningKeyRow]) -> anyhow::Result<KeySet> {
+fn build(rows: &[SigningKeyRow], keyring: &KeyRing) -> anyhow::Result<KeySet> {
     let mut verifiers = HashMap::new();
     let mut published = Vec::new();
     let mut signer = None;
@@ -123,9 +140,7 @@ fn build(rows: &[SigningKeyRow]) -> anyhow::Result<KeySet> {
         verifiers.insert(row.kid.clone(), (alg, decoding));
         published.push(jwk);
         if signer.is_none() && row.retired_at.is_none() {
-            let der = STANDARD
-                .decode(&row.private_key)
-                .context("stored private key is not base64")?;
+            let der = keyring.open(&row.kid, &row.private_key)?.pkcs8;
             let key = match alg {
                 Algorithm::EdDSA => EncodingKey::from_ed_der(&der),
                 _ => EncodingKey::from_ec_der(&der),
@@ -146,20 +161,35 @@ fn build(rows: &[SigningKeyRow]) -> anyhow::Result<KeySet> {
 }
 
 impl KeyStore {
-    /// Load the keys, creating the first one if there is none.
-    pub async fn load(db: Db, alg: SigningAlg, now: i64) -> anyhow::Result<Self> {
+    /// Load the keys, sealing any stored in plaintext (from before encryption at rest) and
+    /// creating the first one if there is none. Fails when `keyring` cannot open the key that
+    /// signs.
+    pub async fn load(
+        db: Db,
+        keyring: Arc<KeyRing>,
+        alg: SigningAlg,
+        now: i64,
+    ) -> anyhow::Result<Self> {
+        let sealed = seal_plaintext_keys(&db, &keyring).await?;
+        if sealed > 0 {
+            tracing::info!(count = sealed, "stored signing keys encrypted at rest");
+        }
         if db
             .published_keys(now)
             .await?
             .iter()
             .all(|k| k.retired_at.is_some())
         {
-            db.ensure_signing_key(&generate(alg, now)?).await?;
+            db.ensure_signing_key(&generate(alg, now, &keyring)?)
+                .await?;
         }
-        let set = build(&db.published_keys(now).await?)?;
+        let set = build(&db.published_keys(now).await?, &keyring)?;
         Ok(Self {
             db,
+            keyring,
             set: RwLock::new(Arc::new(set)),
+            unknown_key_reload: tokio::sync::Mutex::new(None),
+            reloads: AtomicU64::new(0),
         })
     }
 
@@ -171,12 +201,23 @@ impl KeyStore {
     }
 
     pub async fn reload(&self, now: i64) -> anyhow::Result<()> {
-        let set = build(&self.db.published_keys(now).await?)?;
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        let set = build(&self.db.published_keys(now).await?, &self.keyring)?;
         match self.set.write() {
             Ok(mut g) => *g = Arc::new(set),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(set),
         }
         Ok(())
+    }
+
+    /// The encryption keys the stored private keys are sealed with.
+    pub fn keyring(&self) -> &KeyRing {
+        &self.keyring
+    }
+
+    /// How many times the keys have been reloaded from the database since start.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
     }
 
     pub fn jwks(&self) -> Value {
@@ -227,29 +268,113 @@ impl KeyStore {
     }
 
     /// Verify, reloading once when the key is unknown (rotated on another instance).
+    ///
+    /// ```text
+    ///   known kid ──────────────────────────────────────────> verify
+    ///   unknown kid ─ wait for the reload in flight, if any ─┬─ now known ──> verify
+    ///                                                        ├─ last reload < 1 s ago ─> UnknownKey
+    ///                                                        └─ reload (others wait) ──> verify
+    /// ```
     pub async fn verify_or_reload(
         &self,
         token: &str,
         now: i64,
     ) -> Result<AccessTokenClaims, VerifyError> {
         match self.verify(token) {
-            Err(VerifyError::UnknownKey) => {
-                if self.reload(now).await.is_err() {
-                    return Err(VerifyError::UnknownKey);
-                }
-                self.verify(token)
-            }
-            other => other,
+            Err(VerifyError::UnknownKey) => {}
+            other => return other,
         }
+        let mut last = self.unknown_key_reload.lock().await;
+        // The reload we may have waited for can have brought the key.
+        match self.verify(token) {
+            Err(VerifyError::UnknownKey) => {}
+            other => return other,
+        }
+        if last.is_some_and(|t| t.elapsed() < UNKNOWN_KEY_RELOAD_INTERVAL) {
+            return Err(VerifyError::UnknownKey);
+        }
+        *last = Some(Instant::now());
+        if let Err(e) = self.reload(now).await {
+            tracing::warn!(error = ?e, "reloading signing keys for an unknown key id failed");
+            return Err(VerifyError::UnknownKey);
+        }
+        drop(last);
+        self.verify(token)
     }
 }
 
 /// Rotate: a new key signs from now on; the old ones stay published until every token they
-/// signed has expired.
-pub async fn rotate(db: &Db, alg: SigningAlg, now: i64, access_ttl: i64) -> anyhow::Result<String> {
-    let key = generate(alg, now)?;
+/// signed has expired. Refused when `keyring` cannot open the key signing now, so that a
+/// wrong encryption key is noticed before it seals anything.
+pub async fn rotate(
+    db: &Db,
+    keyring: &KeyRing,
+    alg: SigningAlg,
+    now: i64,
+    access_ttl: i64,
+) -> anyhow::Result<String> {
+    for row in db.published_keys(now).await? {
+        if row.retired_at.is_none() {
+            keyring.open(&row.kid, &row.private_key)?;
+        }
+    }
+    let key = generate(alg, now, keyring)?;
     // Slack for clock skew and tokens minted in the instant before other instances reload.
     let old_expires_at = now + access_ttl + 300;
     db.rotate_signing_key(&key, now, old_expires_at).await?;
     Ok(key.kid)
+}
+
+/// Seal every private key stored in plaintext. Returns how many were sealed.
+async fn seal_plaintext_keys(db: &Db, keyring: &KeyRing) -> anyhow::Result<usize> {
+    let mut sealed = 0;
+    for stored in db.signing_key_secrets().await? {
+        let opened = keyring.open(&stored.kid, &stored.private_key)?;
+        if opened.plaintext {
+            let replacement = keyring.seal(&stored.kid, &opened.pkcs8)?;
+            // Compare-and-set: another instance starting at the same time may seal it first.
+            if db
+                .replace_signing_key_secret(&stored.kid, &stored.private_key, &replacement)
+                .await?
+            {
+                sealed += 1;
+            }
+        }
+    }
+    Ok(sealed)
+}
+
+/// What `keys rewrap` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rewrapped {
+    /// Keys sealed again under the current encryption key.
+    pub resealed: usize,
+    /// Keys that already were.
+    pub current: usize,
+}
+
+/// Seal every stored private key under the current encryption key (after the key was
+/// changed, with the old one in `keys.previous_encryption_keys`). Every key is opened before
+/// any is rewritten, so a key that cannot be opened changes nothing.
+pub async fn rewrap(db: &Db, keyring: &KeyRing) -> anyhow::Result<Rewrapped> {
+    let stored = db.signing_key_secrets().await?;
+    let mut pending = Vec::new();
+    let mut report = Rewrapped::default();
+    for row in &stored {
+        let opened = keyring.open(&row.kid, &row.private_key)?;
+        if opened.current {
+            report.current += 1;
+        } else {
+            pending.push((row, keyring.seal(&row.kid, &opened.pkcs8)?));
+        }
+    }
+    for (row, replacement) in pending {
+        if db
+            .replace_signing_key_secret(&row.kid, &row.private_key, &replacement)
+            .await?
+        {
+            report.resealed += 1;
+        }
+    }
+    Ok(report)
 }

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
@@ -22,6 +23,7 @@ use crate::config::Settings;
 use crate::http::middleware::{self, REQUEST_ID, RandomRequestId};
 use crate::identity::{account, login, setup};
 use crate::keys::KeyStore;
+use crate::keys::encryption::KeyRing;
 use crate::state::AppState;
 
 pub struct Application {
@@ -58,15 +60,34 @@ pub async fn connect_db(database_url: &str) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-/// A database URL without its password, for messages.
+/// A database URL without its password (in the user information or a `password` query
+/// parameter, which PostgreSQL URLs accept), for messages.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
+    let Ok(mut u) = url::Url::parse(url) else {
+        return if url.contains('@') || url.contains("password") {
+            "<a database URL that does not parse>".to_owned()
+        } else {
+            url.to_owned()
+        };
+    };
+    let in_query = u.query_pairs().any(|(k, _)| k == "password");
+    if u.password().is_none() && !in_query {
+        return url.to_owned();
     }
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    if in_query {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" { "***".into() } else { v };
+                (k.into_owned(), v.into_owned())
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -163,9 +184,15 @@ impl Application {
         db: Db,
         listener: TcpListener,
     ) -> anyhow::Result<Self> {
-        let keys = KeyStore::load(db.clone(), settings.tokens.signing_alg, clock.now())
-            .await
-            .context("loading signing keys failed")?;
+        let keyring = KeyRing::load(&settings.keys, &settings.database_url)?;
+        let keys = KeyStore::load(
+            db.clone(),
+            Arc::new(keyring),
+            settings.tokens.signing_alg,
+            clock.now(),
+        )
+        .await
+        .context("loading signing keys failed")?;
         let tls = match &settings.tls {
             Some(t) => {
                 // aws-lc-rs is the only rustls provider compiled in; make it the default explicitly.

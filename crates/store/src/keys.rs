@@ -9,7 +9,9 @@ use crate::{Db, Result};
 pub struct SigningKeyRow {
     pub kid: String,
     pub alg: String,
-    /// PKCS#8 DER, base64.
+    /// The private key as the server sealed it (opaque here; see the server's
+    /// `keys::encryption`). Rows from before encryption at rest hold base64 PKCS#8 DER until
+    /// the server seals them at start.
     pub private_key: String,
     pub public_jwk: String,
     pub created_at: i64,
@@ -24,6 +26,21 @@ impl std::fmt::Debug for SigningKeyRow {
             .field("alg", &self.alg)
             .field("created_at", &self.created_at)
             .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored private key and the key id it belongs to.
+#[derive(Clone, FromRow)]
+pub struct StoredPrivateKey {
+    pub kid: String,
+    pub private_key: String,
+}
+
+impl std::fmt::Debug for StoredPrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredPrivateKey")
+            .field("kid", &self.kid)
             .finish_non_exhaustive()
     }
 }
@@ -92,5 +109,34 @@ impl Db {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Every stored private key, retired and expired ones included, oldest first.
+    pub async fn signing_key_secrets(&self) -> Result<Vec<StoredPrivateKey>> {
+        Ok(
+            sqlx::query_as("SELECT kid, private_key FROM signing_keys ORDER BY created_at, kid")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Replace the stored private key of `kid` if it still is `current` (compare-and-set, so
+    /// that instances sealing or rewrapping at the same time do not overwrite each other).
+    /// Returns whether it was replaced.
+    pub async fn replace_signing_key_secret(
+        &self,
+        kid: &str,
+        current: &str,
+        replacement: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE signing_keys SET private_key = $3 WHERE kid = $1 AND private_key = $2",
+        )
+        .bind(kid)
+        .bind(current)
+        .bind(replacement)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -28,7 +28,7 @@ pub use clients::ClientRow;
 pub use codes::{CodeRow, NewAuthorization};
 pub use consents::{ConnectedApp, ConsentRow};
 pub use housekeeping::{CleanupPolicy, CleanupReport};
-pub use keys::SigningKeyRow;
+pub use keys::{SigningKeyRow, StoredPrivateKey};
 pub use revocations::{RevocationKind, RevocationRow};
 pub use sessions::SessionRow;
 pub use throttles::{ThrottleRow, ThrottleWrite};

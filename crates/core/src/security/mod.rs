@@ -1,3 +1,5 @@
-//! Security decisions: throttles and, later, detectors. Pure, with time passed in.
+//! Security decisions: throttles, the address policy for outgoing requests and, later,
+//! detectors. Pure, with time passed in.
 
+pub mod address;
 pub mod login_throttle;

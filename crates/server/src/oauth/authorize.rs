@@ -17,6 +17,8 @@
 //! The consent form carries the original query string and the POST validates it again from
 //! scratch, so nothing about a pending request needs to be stored between the two.
 
+use std::net::IpAddr;
+
 use askama::Template;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -38,7 +40,7 @@ use mcp_oauth_store::NewAuthorization;
 
 use super::clients::{self, ClientLookupError};
 use crate::http::error::PageError;
-use crate::http::extract::PageForm;
+use crate::http::extract::{ClientIp, PageForm};
 use crate::identity::session::CurrentUser;
 use crate::identity::{csrf, session};
 use crate::state::AppState;
@@ -94,14 +96,16 @@ pub struct ConsentForm {
 
 pub async fn authorize_get(
     State(state): State<AppState>,
+    ClientIp(client_ip): ClientIp,
     jar: CookieJar,
     uri: Uri,
 ) -> Result<Response, PageError> {
-    handle(&state, jar, uri.query().unwrap_or(""), None).await
+    handle(&state, client_ip, jar, uri.query().unwrap_or(""), None).await
 }
 
 pub async fn authorize_post(
     State(state): State<AppState>,
+    ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
     jar: CookieJar,
     PageForm(form): PageForm<ConsentForm>,
@@ -111,7 +115,7 @@ pub async fn authorize_post(
             "The consent form has expired. Start the connection again from your application.",
         ));
     }
-    handle(&state, jar, &form.request, Some(form.decision)).await
+    handle(&state, client_ip, jar, &form.request, Some(form.decision)).await
 }
 
 /// Parse the query: every parameter at most once (RFC 6749 §3.1), except `resource`.
@@ -197,6 +201,7 @@ fn respond_valid(
 
 async fn handle(
     state: &AppState,
+    client_ip: IpAddr,
     jar: CookieJar,
     query: &str,
     decision: Option<Decision>,
@@ -208,8 +213,18 @@ async fn handle(
             "The request has no client_id.",
         )
     })?;
-    let client = match clients::resolve(state, client_id).await {
+    let client = match clients::resolve(state, client_id, client_ip).await {
         Ok(c) => c,
+        Err(ClientLookupError::Throttled) => {
+            return Err(PageError::Status {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                title: "Too many requests",
+                detail:
+                    "Too many applications were looked up from your address. Try again in a minute."
+                        .into(),
+                link: None,
+            });
+        }
         Err(ClientLookupError::NotFound(e)) => {
             return Err(PageError::bad_request(
                 "Unknown application",

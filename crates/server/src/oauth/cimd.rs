@@ -2,18 +2,32 @@
 //! "SSRF Against Authorization Servers"; RFC 9728 §7.7 lists the ranges).
 //!
 //! - https only (loopback http only with the development setting);
-//! - every address the host resolves to must be public: the resolver we give reqwest drops
-//!   private, loopback, link-local and similar addresses, so the connection goes only to an
-//!   address that was checked (no DNS-rebinding gap between check and use);
-//! - no redirects; a size cap and a timeout.
+//! - every address the host resolves to must be globally reachable
+//!   (`mcp_oauth_core::security::address`): the resolver we give reqwest drops the others, so
+//!   the connection goes only to an address that was checked (no DNS-rebinding gap between
+//!   check and use);
+//! - never through a proxy from the environment (`HTTPS_PROXY`, `ALL_PROXY`, …): a proxy
+//!   resolves the name itself and the check above would never see it. An operator may name
+//!   one explicitly (`cimd.proxy_url`), which then has to enforce the egress policy;
+//! - no redirects; a size cap and a timeout;
+//! - one answer for every address we refuse or cannot reach (blocked, unresolvable, refused,
+//!   timed out), so that the answer does not tell which internal names exist; the cause is
+//!   logged;
+//! - failures remembered briefly per URL, and fetches limited per client IP, so that
+//!   anonymous requests cannot make the server fetch on every request.
 
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::Value;
 use url::{Host, Url};
+
+use mcp_oauth_core::UnixTime;
+use mcp_oauth_core::security::address;
 
 use crate::config::CimdSettings;
 
@@ -21,10 +35,9 @@ use crate::config::CimdSettings;
 pub enum FetchError {
     #[error("the document host is not on this server's allow list")]
     HostNotAllowed,
-    #[error("the document host resolves to a private or reserved address")]
-    BlockedAddress,
-    #[error("fetching the document failed: {0}")]
-    Http(String),
+    /// Refused or unreachable, whatever the reason; the reason is for the log only.
+    #[error("the document could not be fetched")]
+    Unreachable { cause: String },
     #[error("the document answered HTTP {0}")]
     Status(u16),
     #[error("the document is larger than {0} bytes")]
@@ -33,40 +46,14 @@ pub enum FetchError {
     NotJson,
 }
 
-/// Is `ip` an address we may connect to?
+/// What the resolver answers when every address of a name is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("every address of the host is refused: {0}")]
+struct BlockedAddresses(String);
+
+/// Is `ip` an address we may connect to? (Kept for callers; the policy lives in core.)
 pub fn is_public(ip: IpAddr, allow_loopback: bool) -> bool {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    };
-    if ip.is_loopback() {
-        return allow_loopback;
-    }
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10, shared address space
-                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24, IETF protocol assignments
-                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15, benchmarking
-                || o[0] >= 240)
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            !(v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // fc00::/7 unique local
-                || (s[0] & 0xffc0) == 0xfe80 // fe80::/10 link local
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x64 && s[1] == 0xff9b)) // NAT64 can reach private IPv4
-        }
-    }
+    address::may_connect(ip, allow_loopback)
 }
 
 struct GuardedResolver {
@@ -77,12 +64,17 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow_loopback = self.allow_loopback;
         Box::pin(async move {
-            let resolved = tokio::net::lookup_host((name.as_str(), 0)).await?;
-            let allowed: Vec<SocketAddr> = resolved
-                .filter(|a| is_public(a.ip(), allow_loopback))
-                .collect();
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let (allowed, refused): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
+                .into_iter()
+                .partition(|a| address::may_connect(a.ip(), allow_loopback));
             if allowed.is_empty() {
-                return Err(Box::new(FetchError::BlockedAddress)
+                let refused: Vec<String> = refused
+                    .iter()
+                    .map(|a| format!("{} ({:?})", a.ip(), address::classify(a.ip())))
+                    .collect();
+                return Err(Box::new(BlockedAddresses(refused.join(", ")))
                     as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
@@ -90,14 +82,40 @@ impl Resolve for GuardedResolver {
     }
 }
 
+/// Recently failed document URLs (by SHA-256, so a long URL costs no more than a short one)
+/// with the answer given and until when it stands. Bounded; the oldest unused go first.
+const FAILURE_CACHE_CAPACITY: usize = 4_096;
+
+#[derive(Clone)]
+struct RememberedFailure {
+    until: UnixTime,
+    description: String,
+}
+
 pub struct CimdFetcher {
     settings: CimdSettings,
     http: reqwest::Client,
+    failures: quick_cache::sync::Cache<[u8; 32], RememberedFailure>,
+    fetch_limiter: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl CimdFetcher {
     pub fn new(settings: CimdSettings) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
+            // Never a proxy from the environment: see the module documentation.
+            .no_proxy();
+        if let Some(proxy) = &settings.proxy_url {
+            let proxy = reqwest::Proxy::all(proxy.as_str()).map_err(|e| {
+                anyhow::anyhow!("`cimd.proxy_url`: {proxy:?} is not a proxy URL ({e})")
+            })?;
+            http = http.proxy(proxy);
+            tracing::warn!(
+                "cimd.proxy_url is set: metadata documents are fetched through that proxy, which \
+                 resolves their hosts itself, so this server cannot check their addresses; the \
+                 proxy must refuse private and internal destinations"
+            );
+        }
+        let http = http
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(settings.fetch_timeout_ms))
             .connect_timeout(Duration::from_millis(settings.fetch_timeout_ms))
@@ -106,7 +124,48 @@ impl CimdFetcher {
             }))
             .user_agent(concat!("mcp-oauth/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { settings, http })
+        let per_minute =
+            NonZeroU32::new(settings.fetches_per_ip_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
+        Ok(Self {
+            settings,
+            http,
+            failures: quick_cache::sync::Cache::new(FAILURE_CACHE_CAPACITY),
+            fetch_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
+        })
+    }
+
+    fn url_key(url: &str) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(url.as_bytes()).into()
+    }
+
+    /// The answer given for `url` if fetching it failed less than
+    /// `cimd.failure_cache_seconds` ago.
+    pub fn remembered_failure(&self, url: &str, now: UnixTime) -> Option<String> {
+        self.failures
+            .get(&Self::url_key(url))
+            .filter(|f| f.until > now)
+            .map(|f| f.description)
+    }
+
+    pub fn remember_failure(&self, url: &str, description: &str, now: UnixTime) {
+        self.failures.insert(
+            Self::url_key(url),
+            RememberedFailure {
+                until: now + self.settings.failure_cache_seconds,
+                description: description.to_owned(),
+            },
+        );
+    }
+
+    /// May `ip` make us fetch a document now? Counts the fetch when it may.
+    pub fn admit_fetch(&self, ip: IpAddr) -> bool {
+        self.fetch_limiter.check_key(&ip).is_ok()
+    }
+
+    /// Forget the throttle state of addresses idle long enough to have a full quota again.
+    pub fn retain_recent(&self) {
+        self.fetch_limiter.retain_recent();
     }
 
     pub fn settings(&self) -> &CimdSettings {
@@ -141,22 +200,25 @@ impl CimdFetcher {
             Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
             _ => None,
         };
-        if literal.is_some_and(|ip| !is_public(ip, self.settings.allow_loopback)) {
-            return Err(FetchError::BlockedAddress);
+        if let Some(ip) = literal {
+            let class = address::classify(ip);
+            if !address::may_connect(ip, self.settings.allow_loopback) {
+                return Err(FetchError::Unreachable {
+                    cause: format!("{ip} is refused ({class:?})"),
+                });
+            }
         }
+        // `{:?}` keeps the whole chain (resolver, connection, TLS, timeout) for the log.
+        let unreachable = |e: reqwest::Error| FetchError::Unreachable {
+            cause: format!("{:?}", e.without_url()),
+        };
         let mut response = self
             .http
             .get(url.clone())
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| {
-                if format!("{e:?}").contains("BlockedAddress") {
-                    FetchError::BlockedAddress
-                } else {
-                    FetchError::Http(e.without_url().to_string())
-                }
-            })?;
+            .map_err(unreachable)?;
         if response.status() != reqwest::StatusCode::OK {
             return Err(FetchError::Status(response.status().as_u16()));
         }
@@ -170,11 +232,7 @@ impl CimdFetcher {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| FetchError::Http(e.without_url().to_string()))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
             if body.len() + chunk.len() > max {
                 return Err(FetchError::TooLarge(max));
             }
@@ -182,46 +240,5 @@ impl CimdFetcher {
         }
         let doc = serde_json::from_slice(&body).map_err(|_| FetchError::NotJson)?;
         Ok((doc, cache_control))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn private_and_reserved_addresses_are_blocked() {
-        for blocked in [
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "127.0.0.1",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:10.0.0.1",
-            "::ffff:127.0.0.1",
-            "224.0.0.1",
-        ] {
-            assert!(!is_public(blocked.parse().unwrap(), false), "{blocked}");
-        }
-        for public in [
-            "93.184.216.34",
-            "2606:2800:220:1:248:1893:25c8:1946",
-            "8.8.8.8",
-        ] {
-            assert!(is_public(public.parse().unwrap(), false), "{public}");
-        }
-        assert!(
-            is_public("127.0.0.1".parse().unwrap(), true),
-            "development setting"
-        );
-        assert!(
-            !is_public("10.0.0.1".parse().unwrap(), true),
-            "loopback setting allows only loopback"
-        );
     }
 }

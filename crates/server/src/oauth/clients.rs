@@ -1,6 +1,8 @@
 //! Finding the client a request names: a registered one from the database, or a metadata
 //! document client fetched (and cached in the database, so every instance shares it).
 
+use std::net::IpAddr;
+
 use mcp_oauth_core::domain::{ClientId, SecretHash};
 use mcp_oauth_core::oauth::client::{Client, ClientKind, ClientMetadata};
 use mcp_oauth_core::oauth::{ErrorCode, OAuthError, cimd};
@@ -12,6 +14,8 @@ use crate::state::AppState;
 pub enum ClientLookupError {
     /// No such client, or a document that could not be used: the message says which.
     NotFound(OAuthError),
+    /// The caller's address has made us fetch too many metadata documents lately.
+    Throttled,
     Internal(anyhow::Error),
 }
 
@@ -44,11 +48,16 @@ fn unknown(d: impl Into<std::borrow::Cow<'static, str>>) -> ClientLookupError {
     ClientLookupError::NotFound(OAuthError::new(ErrorCode::InvalidClient, d))
 }
 
-/// Resolve `client_id` to a client.
-pub async fn resolve(state: &AppState, client_id: &str) -> Result<Client, ClientLookupError> {
+/// Resolve `client_id` to a client, for a request from `client_ip` (metadata document
+/// fetches are limited per address).
+pub async fn resolve(
+    state: &AppState,
+    client_id: &str,
+    client_ip: IpAddr,
+) -> Result<Client, ClientLookupError> {
     let cimd_settings = state.cimd.settings();
     if cimd_settings.enabled && cimd::is_document_url(client_id, cimd_settings.allow_loopback) {
-        return resolve_document(state, client_id).await;
+        return resolve_document(state, client_id, client_ip).await;
     }
     match state.db.find_client(client_id).await? {
         Some(row) => client_from_row(row),
@@ -56,7 +65,11 @@ pub async fn resolve(state: &AppState, client_id: &str) -> Result<Client, Client
     }
 }
 
-async fn resolve_document(state: &AppState, client_id: &str) -> Result<Client, ClientLookupError> {
+async fn resolve_document(
+    state: &AppState,
+    client_id: &str,
+    client_ip: IpAddr,
+) -> Result<Client, ClientLookupError> {
     let settings = state.cimd.settings();
     let url = cimd::validate_document_url(client_id, settings.allow_loopback)
         .map_err(ClientLookupError::NotFound)?;
@@ -67,18 +80,39 @@ async fn resolve_document(state: &AppState, client_id: &str) -> Result<Client, C
     {
         return client_from_row(row.clone());
     }
+    // The allow list needs no fetch: answered before the throttle and the failure cache.
+    if !state.cimd.host_allowed(&url) {
+        return Err(unknown(format!(
+            "client metadata document could not be used: {}",
+            crate::oauth::cimd::FetchError::HostNotAllowed
+        )));
+    }
+    if let Some(description) = state.cimd.remembered_failure(client_id, now) {
+        return Err(unknown(description));
+    }
+    if !state.cimd.admit_fetch(client_ip) {
+        tracing::warn!(client_ip = ?client_ip, "client metadata document fetches throttled");
+        return Err(ClientLookupError::Throttled);
+    }
     let fetched = state.cimd.fetch(&url).await;
+    let failed = |description: String| {
+        state.cimd.remember_failure(client_id, &description, now);
+        unknown(description)
+    };
     let (doc, cache_control) = match fetched {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(client_id, error = ?e.to_string(), "client metadata document fetch failed");
-            return Err(unknown(format!(
+            // The cause (which address, which DNS or TLS error) stays in the log.
+            tracing::warn!(client_id = ?client_id, error = ?e, "client metadata document fetch failed");
+            return Err(failed(format!(
                 "client metadata document could not be used: {e}"
             )));
         }
     };
-    let metadata = cimd::validate_document(client_id, &doc, &state.registration_policy)
-        .map_err(ClientLookupError::NotFound)?;
+    let metadata = match cimd::validate_document(client_id, &doc, &state.registration_policy) {
+        Ok(m) => m,
+        Err(e) => return Err(failed(e.description.into_owned())),
+    };
     let row = ClientRow {
         id: client_id.to_owned(),
         kind: ClientKind::MetadataDocument.as_str().to_owned(),

@@ -1,6 +1,8 @@
 //! The token endpoint (OAuth 2.1 §3.2): authenticate the client, then one function per grant.
 //! Every response, success or error, carries `Cache-Control: no-store`.
 
+use std::net::IpAddr;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -9,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use mcp_oauth_core::UnixTime;
 use mcp_oauth_core::domain::scope::OFFLINE_ACCESS;
 use mcp_oauth_core::domain::{CodeChallenge, ResourceUri, ScopeSet, SecretHash, SecretToken};
-use mcp_oauth_core::oauth::OAuthError;
 use mcp_oauth_core::oauth::access_token::{MintAccessToken, mint_claims};
 use mcp_oauth_core::oauth::client::{Client, GrantType};
 use mcp_oauth_core::oauth::client_auth::{authenticate_client, parse_credentials};
@@ -22,17 +23,19 @@ use mcp_oauth_core::oauth::token::refresh_token::{
     seal_successor,
 };
 use mcp_oauth_core::oauth::token::{TokenRequest, TokenResponse, parse_token_request};
+use mcp_oauth_core::oauth::{ErrorCode, OAuthError};
 use mcp_oauth_store::{NewRefreshToken, RefreshRow, RotateOutcome};
 
 use super::clients::{self, ClientLookupError};
 use crate::http::error::{ApiError, no_store};
-use crate::http::extract::OAuthForm;
+use crate::http::extract::{ClientIp, OAuthForm};
 use crate::state::AppState;
 
 /// Authenticate the client a request at the token, revocation or introspection endpoint
 /// claims to be.
 pub async fn authenticated_client(
     state: &AppState,
+    client_ip: IpAddr,
     headers: &HeaderMap,
     form: &OAuthForm,
 ) -> Result<Client, ApiError> {
@@ -47,8 +50,15 @@ pub async fn authenticated_client(
         form.get("client_id"),
         form.get("client_secret"),
     )?;
-    let client = match clients::resolve(state, presented.client_id()).await {
+    let client = match clients::resolve(state, presented.client_id(), client_ip).await {
         Ok(c) => c,
+        Err(ClientLookupError::Throttled) => {
+            return Err(OAuthError::new(
+                ErrorCode::SlowDown,
+                "too many client metadata document fetches from this address; retry in a minute",
+            )
+            .into());
+        }
         Err(ClientLookupError::NotFound(_)) => {
             // 401 invalid_client: clients such as Claude register again on this answer.
             return Err(OAuthError::invalid_client("unknown client").into());
@@ -61,11 +71,12 @@ pub async fn authenticated_client(
 
 pub async fn token_post(
     State(state): State<AppState>,
+    ClientIp(client_ip): ClientIp,
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Response, ApiError> {
     let request = parse_token_request(&form.0)?;
-    let client = authenticated_client(&state, &headers, &form).await?;
+    let client = authenticated_client(&state, client_ip, &headers, &form).await?;
     let response = match request {
         TokenRequest::AuthorizationCode {
             code,

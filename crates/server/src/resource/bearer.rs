@@ -146,7 +146,7 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
         None => match state.keys.verify_or_reload(&token, now).await {
             Ok(claims) => {
                 let verified = Arc::new(VerifiedToken::new(claims));
-                state.verified_tokens.insert(&token, verified.clone(), now);
+                state.verified_tokens.insert(&token, verified.clone());
                 verified
             }
             Err(_) => return Err(invalid("the access token is not one this server issued")),

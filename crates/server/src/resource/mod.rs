@@ -38,9 +38,18 @@ pub struct Principal {
 /// token on every request pays for the signature check once. Keyed by the token's SHA-256
 /// (raw bearer tokens are not kept); an entry is only ever a token that passed verification,
 /// and its claims are still checked (expiry, audience, revocation) on every request.
-#[derive(Default)]
+///
+/// Bounded, with S3-FIFO eviction (`quick_cache`): a token seen once (a burst of new or
+/// one-off tokens) is evicted before tokens in use, so a flood cannot flush the cache.
 pub struct VerifiedTokens {
-    entries: std::sync::RwLock<std::collections::HashMap<[u8; 32], Arc<VerifiedToken>>>,
+    entries: quick_cache::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+    capacity: usize,
+}
+
+impl Default for VerifiedTokens {
+    fn default() -> Self {
+        Self::with_capacity(VERIFIED_TOKENS_CAPACITY)
+    }
 }
 
 /// A token whose signature checked out, with its scopes parsed once.
@@ -57,28 +66,46 @@ impl VerifiedToken {
     }
 }
 
-/// Beyond this many live entries the cache starts over: simple, and bounded.
+/// About 300 bytes an entry: a few MB at most.
 const VERIFIED_TOKENS_CAPACITY: usize = 10_000;
 
 impl VerifiedTokens {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            entries: quick_cache::sync::Cache::new(capacity),
+            capacity,
+        }
+    }
+
     fn key(token: &str) -> [u8; 32] {
         use sha2::Digest;
         sha2::Sha256::digest(token.as_bytes()).into()
     }
 
     pub fn get(&self, token: &str) -> Option<Arc<VerifiedToken>> {
-        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
-        entries.get(&Self::key(token)).cloned()
+        self.entries.get(&Self::key(token))
     }
 
-    pub fn insert(&self, token: &str, verified: Arc<VerifiedToken>, now: i64) {
-        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= VERIFIED_TOKENS_CAPACITY {
-            entries.retain(|_, v| v.claims.exp > now);
-            if entries.len() >= VERIFIED_TOKENS_CAPACITY {
-                entries.clear();
-            }
-        }
-        entries.insert(Self::key(token), verified);
+    /// The most entries held at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether `token` is held, without counting as a use.
+    pub fn contains(&self, token: &str) -> bool {
+        self.entries.peek(&Self::key(token)).is_some()
+    }
+
+    pub fn insert(&self, token: &str, verified: Arc<VerifiedToken>) {
+        self.entries.insert(Self::key(token), verified);
     }
 }

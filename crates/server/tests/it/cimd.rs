@@ -190,7 +190,7 @@ async fn a_document_on_a_loopback_address_is_not_fetched_without_the_development
         let url = app.authorize_url(&client_id, REDIRECT, &Pkce::new(), &[]);
         let detail = error_page(browser.get(&url).await, StatusCode::BAD_REQUEST).await;
         assert!(
-            detail.contains("private or reserved") || client_id.starts_with("http:"),
+            detail.contains("could not be fetched") || client_id.starts_with("http:"),
             "{client_id}: {detail}"
         );
     }
@@ -289,4 +289,126 @@ async fn a_document_whose_name_carries_invisible_formatting_characters_is_refuse
     )
     .await;
     assert!(detail.contains("client_name"), "{detail}");
+}
+
+/// The error page for `client_id`: its status and detail.
+async fn refusal(app: &TestApp, client_id: &str) -> (StatusCode, String) {
+    let url = app.authorize_url(client_id, REDIRECT, &Pkce::new(), &[]);
+    let r = app.http.get(&url).send().await.unwrap();
+    let status = r.status();
+    (status, error_page(r, status).await)
+}
+
+#[tokio::test]
+async fn unresolvable_refused_and_unreachable_document_hosts_all_get_the_same_answer() {
+    let docs = DocServer::start(|url| serve(document(url))).await;
+    let strict = spawn_app_with(|raw| raw.cimd.allow_loopback = false).await;
+    // A listener that accepts and never answers, for a timeout.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let loopback = spawn_app_with(|raw| {
+        raw.cimd.allow_loopback = true;
+        raw.cimd.fetch_timeout_ms = 300;
+    })
+    .await;
+
+    let mut answers = vec![];
+    for client_id in [
+        "https://no-such-host.invalid/client.json".to_owned(),
+        format!("https://localhost:{}/client.json", docs.port()),
+        format!("https://[::ffff:127.0.0.1]:{}/client.json", docs.port()),
+        format!("https://[::127.0.0.1]:{}/client.json", docs.port()),
+        "https://[64:ff9b::a9fe:a9fe]/client.json".to_owned(),
+        "https://[2002:7f00:1::]/client.json".to_owned(),
+        "https://10.0.0.1/client.json".to_owned(),
+    ] {
+        answers.push((client_id.clone(), refusal(&strict, &client_id).await));
+    }
+    for client_id in [
+        format!("http://127.0.0.1:{closed_port}/client.json"),
+        format!("http://127.0.0.1:{silent_port}/client.json"),
+    ] {
+        answers.push((client_id.clone(), refusal(&loopback, &client_id).await));
+    }
+    let (first_id, first) = &answers[0];
+    assert_eq!(first.0, StatusCode::BAD_REQUEST);
+    for (client_id, answer) in &answers {
+        assert_eq!(
+            answer, first,
+            "{client_id} is answered differently from {first_id}"
+        );
+    }
+    for word in ["resolve", "private", "reserved", "refused", "timed out"] {
+        assert!(!first.1.contains(word), "{word:?} in {:?}", first.1);
+    }
+    assert_eq!(docs.fetches(), 0);
+    drop(silent);
+}
+
+#[tokio::test]
+async fn a_failed_fetch_is_remembered_briefly_instead_of_fetched_again() {
+    let docs = DocServer::start(|_| DocResponse {
+        body: "not a JSON document".into(),
+        ..DocResponse::default()
+    })
+    .await;
+    let app = app_allowing_loopback().await;
+
+    let first = refusal(&app, &docs.url).await;
+    assert_eq!(first.0, StatusCode::BAD_REQUEST);
+    assert!(first.1.contains("not JSON"), "{}", first.1);
+    assert_eq!(docs.fetches(), 1);
+
+    app.clock.advance(59);
+    assert_eq!(refusal(&app, &docs.url).await, first, "the same answer");
+    assert_eq!(
+        docs.fetches(),
+        1,
+        "within a minute the failure is remembered"
+    );
+
+    app.clock.advance(2);
+    refusal(&app, &docs.url).await;
+    assert_eq!(
+        docs.fetches(),
+        2,
+        "after a minute the document is fetched again"
+    );
+}
+
+#[tokio::test]
+async fn document_fetches_are_limited_per_client_ip_without_fetching() {
+    let docs = DocServer::start(|url| serve(document(url))).await;
+    let app = spawn_app_with(|raw| {
+        raw.cimd.allow_loopback = true;
+        raw.cimd.fetches_per_ip_per_minute = 2;
+    })
+    .await;
+    // Distinct documents, so that no cache answers for them.
+    for n in 0..2 {
+        refusal(&app, &format!("{}?n={n}", docs.url)).await;
+    }
+    assert_eq!(docs.fetches(), 2);
+    let (status, detail) = refusal(&app, &format!("{}?n=2", docs.url)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{detail}");
+    assert_eq!(docs.fetches(), 2, "the limit is applied before fetching");
+}
+
+#[tokio::test]
+async fn an_explicitly_configured_proxy_is_used_for_document_fetches() {
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let app = spawn_app_with(|raw| raw.cimd.proxy_url = Some(proxy_url)).await;
+    let connections = tokio::spawn(async move {
+        let (_conn, _) = proxy.accept().await.unwrap();
+    });
+    refusal(&app, "https://client-metadata.example.com/client.json").await;
+    tokio::time::timeout(std::time::Duration::from_secs(5), connections)
+        .await
+        .expect("the fetch went to the configured proxy")
+        .unwrap();
 }

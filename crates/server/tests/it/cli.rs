@@ -64,6 +64,21 @@ impl Cli {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// A configuration file beside the database with `toml` in it; returns its path.
+    fn config(&self, toml: &str) -> String {
+        let path = format!("{}.toml", self.path.display());
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    /// `args` with `--config` holding `toml`.
+    fn run_with_config(&self, toml: &str, args: &[&str]) -> Output {
+        let config = self.config(toml);
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        self.run(&all)
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         serde_json::from_str(&self.ok(args)).expect("--json prints JSON")
     }
@@ -71,7 +86,7 @@ impl Cli {
 
 impl Drop for Cli {
     fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", ".key", ".toml"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
         }
     }
@@ -326,4 +341,192 @@ async fn list_settings_can_be_plain_environment_values() {
         preflight.headers()["access-control-allow-origin"],
         "https://b.example"
     );
+}
+/// A plain HTTP/1.1 GET over a socket (no client library, so no proxy settings apply here
+/// either): the status and the body.
+fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, response))
+}
+
+/// `serve` on a free loopback port with extra environment; returns the child and its
+/// address once `/healthz` answers.
+fn serve_with_env(cli: &Cli, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut command = cli.command(&[
+        "serve",
+        "--listen",
+        &addr,
+        "--public-url",
+        &format!("http://{addr}"),
+    ]);
+    command.envs(env.iter().copied());
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !matches!(http_get(&addr, "/healthz"), Ok((200, _))) {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("serve did not come up on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, addr)
+}
+
+#[test]
+fn the_metadata_document_fetcher_ignores_proxy_environment_variables() {
+    // A "proxy" that only counts the connections it gets.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    std::thread::spawn(move || {
+        for stream in proxy.incoming() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+
+    let cli = Cli::new();
+    let vars = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ];
+    let env: Vec<(&str, &str)> = vars.iter().map(|v| (*v, proxy_url.as_str())).collect();
+    let (mut child, addr) = serve_with_env(&cli, &env);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair(
+            "client_id",
+            "https://client-metadata.example.com/client.json",
+        )
+        .append_pair(
+            "redirect_uri",
+            "https://client-metadata.example.com/callback",
+        )
+        .append_pair("response_type", "code")
+        .append_pair("code_challenge", &"a".repeat(43))
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    let answer = http_get(&addr, &format!("/authorize?{query}"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let (status, _) = answer.unwrap();
+    assert_eq!(status, 400, "the document cannot be fetched here");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the fetch went through the proxy from the environment"
+    );
+}
+
+const KEY_1: &str = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=";
+const KEY_2: &str = "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI=";
+
+#[test]
+fn the_generated_encryption_key_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let cli = Cli::new();
+    cli.ok(&["keys", "rotate"]);
+    let key_file = format!("{}.key", cli.path.display());
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    let first = std::fs::read_to_string(&key_file).unwrap();
+    cli.ok(&["keys", "rotate"]);
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap(),
+        first,
+        "reused, not generated again"
+    );
+}
+
+#[test]
+fn keys_rewrap_moves_every_key_to_the_new_encryption_key() {
+    let cli = Cli::new();
+    let old = format!("[keys]\nencryption_key = \"{KEY_1}\"\n");
+    let new = format!("[keys]\nencryption_key = \"{KEY_2}\"\n");
+    let both =
+        format!("[keys]\nencryption_key = \"{KEY_2}\"\nprevious_encryption_keys = [\"{KEY_1}\"]\n");
+    for _ in 0..2 {
+        let out = cli.run_with_config(&old, &["keys", "rotate"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    let refused = cli.run_with_config(&new, &["keys", "rotate"]);
+    let line = one_line_failure(&refused);
+    assert!(
+        line.contains("does not match the stored signing keys"),
+        "{line}"
+    );
+
+    let out = cli.run_with_config(&both, &["keys", "rewrap"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = String::from_utf8(out.stdout).unwrap();
+    assert!(said.contains("2 signing keys re-encrypted"), "{said}");
+
+    let out = cli.run_with_config(&new, &["keys", "rotate"]);
+    assert!(out.status.success(), "the new key alone: {}", stderr(&out));
+    let out = cli.run_with_config(&old, &["keys", "rotate"]);
+    assert!(one_line_failure(&out).contains("does not match"));
+}
+
+#[test]
+fn postgresql_without_an_encryption_key_fails_naming_the_setting_and_how_to_make_one() {
+    let cli = Cli::new();
+    for command in [&["check-config"][..], &["serve"][..]] {
+        let out = cli
+            .command(command)
+            .env("MCP_OAUTH_DATABASE_URL", "postgres://mcp@127.0.0.1:1/mcp")
+            .output()
+            .unwrap();
+        let line = one_line_failure(&out);
+        assert!(line.contains("keys.encryption_key"), "{line}");
+        assert!(line.contains("openssl rand -base64 32"), "{line}");
+    }
+}
+
+#[test]
+fn check_config_never_prints_the_encryption_key_or_the_database_password() {
+    let cli = Cli::new();
+    for database_url in [
+        "postgres://mcp:hunter2-db-secret@db.example.com/mcp",
+        "postgres://mcp@db.example.com/mcp?password=hunter2-db-secret&sslmode=require",
+    ] {
+        let out = cli
+            .command(&["check-config"])
+            .env("MCP_OAUTH_DATABASE_URL", database_url)
+            .env("MCP_OAUTH_KEYS__ENCRYPTION_KEY", KEY_1)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains(KEY_1), "{printed}");
+        assert!(printed.contains("db.example.com"), "{printed}");
+        assert!(printed.contains("keys.encryption_key"), "{printed}");
+    }
 }

@@ -54,7 +54,9 @@ impl Drop for TestApp {
         }
         if let Some(path) = self.database_url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path).to_owned();
-            for suffix in ["", "-wal", "-shm"] {
+            // The database, its journal files, and the signing-key encryption key generated
+            // next to it.
+            for suffix in ["", "-wal", "-shm", ".key"] {
                 let _ = std::fs::remove_file(format!("{path}{suffix}"));
             }
         } else if let (Ok(base), Ok(url)) = (
@@ -131,9 +133,13 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut RawSettings)) -> TestApp
     let mut raw = RawSettings {
         public_url: format!("http://{addr}"),
         listen: addr.to_string(),
-        database_url: test_database_url().await,
+        database_url: test_database_url().await.into(),
         ..RawSettings::default()
     };
+    // PostgreSQL needs a configured key; SQLite generates one next to the database file.
+    if std::env::var("MCP_OAUTH_TEST_DATABASE_URL").is_ok() {
+        raw.keys.encryption_key = Some(TEST_ENCRYPTION_KEY.into());
+    }
     configure(&mut raw);
     let clock = Clock::manual(Clock::system().now());
     start(raw, listener, clock, true).await
@@ -143,17 +149,34 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut RawSettings)) -> TestApp
 /// clock, and the signing keys and revocations it finds in the shared database. It does not
 /// remove the database when dropped; declare it after `app` so that it is dropped first.
 pub async fn spawn_second_instance(app: &TestApp) -> TestApp {
+    try_second_instance_with(app, |_| {})
+        .await
+        .expect("build the second instance")
+}
+
+/// A second instance (see `spawn_second_instance`) with settings adjusted by `configure`, or
+/// the error that stopped it from starting.
+pub async fn try_second_instance_with(
+    app: &TestApp,
+    configure: impl FnOnce(&mut RawSettings),
+) -> anyhow::Result<TestApp> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind port 0");
-    let raw = RawSettings {
+    let mut raw = RawSettings {
         public_url: app.state.settings.issuer.clone(),
         listen: listener.local_addr().expect("local addr").to_string(),
-        database_url: app.database_url.clone(),
+        database_url: app.database_url.clone().into(),
+        // The same signing-key encryption key (SQLite: the same generated key file).
+        keys: app.state.settings.keys.clone(),
         ..RawSettings::default()
     };
-    start(raw, listener, app.clock.clone(), false).await
+    configure(&mut raw);
+    try_start(raw, listener, app.clock.clone(), false).await
 }
+
+/// A test key for encrypting signing keys at rest (base64 of 32 bytes).
+pub const TEST_ENCRYPTION_KEY: &str = "WlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlo=";
 
 async fn start(
     raw: RawSettings,
@@ -161,15 +184,24 @@ async fn start(
     clock: Clock,
     owns_database: bool,
 ) -> TestApp {
+    try_start(raw, listener, clock, owns_database)
+        .await
+        .expect("build the app")
+}
+
+async fn try_start(
+    raw: RawSettings,
+    listener: tokio::net::TcpListener,
+    clock: Clock,
+    owns_database: bool,
+) -> anyhow::Result<TestApp> {
     let addr = listener.local_addr().expect("local addr");
-    let database_url = raw.database_url.clone();
-    let settings = raw.validate().expect("test settings are valid");
+    let database_url = raw.database_url.to_string();
+    let settings = raw.validate()?;
     let db = connect_db(&settings.database_url)
         .await
         .expect("connect and migrate");
-    let app = Application::build_on(settings, clock.clone(), db, listener)
-        .await
-        .expect("build the app");
+    let app = Application::build_on(settings, clock.clone(), db, listener).await?;
     let state = app.state().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
@@ -179,7 +211,7 @@ async fn start(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("http client");
-    TestApp {
+    Ok(TestApp {
         url: format!("http://{addr}"),
         state,
         clock,
@@ -187,7 +219,7 @@ async fn start(
         database_url,
         owns_database,
         shutdown: Some(tx),
-    }
+    })
 }
 
 /// PKCE pair (RFC 7636).
@@ -610,6 +642,31 @@ impl TestApp {
                 .await
                 .expect("install the failing trigger");
         }
+        pool.close().await;
+    }
+
+    /// `signing_keys.private_key` of every row as stored, by kid, read with a connection of
+    /// our own.
+    pub async fn stored_private_keys(&self) -> Vec<(String, String)> {
+        let pool = connect_db_raw(&self.database_url).await;
+        let rows = sqlx::query_as("SELECT kid, private_key FROM signing_keys ORDER BY kid")
+            .fetch_all(&pool)
+            .await
+            .expect("read signing keys");
+        pool.close().await;
+        rows
+    }
+
+    /// Overwrite the stored private key of `kid`, as a database from an older version (or
+    /// a tampered one) would hold it.
+    pub async fn overwrite_private_key(&self, kid: &str, stored: &str) {
+        let pool = connect_db_raw(&self.database_url).await;
+        sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
+            .bind(stored.to_owned())
+            .bind(kid.to_owned())
+            .execute(&pool)
+            .await
+            .expect("overwrite a signing key");
         pool.close().await;
     }
 

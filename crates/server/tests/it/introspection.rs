@@ -1,8 +1,6 @@
 //! Token introspection (RFC 7662): who may ask, what an active token reveals, and every way a
 //! token is inactive.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -29,8 +27,10 @@ async fn introspect(app: &TestApp, auth: &ClientAuth, token: &str) -> Value {
 
 /// `claims` signed as an access token by a key the server has never seen, under `kid`.
 fn signed_by_a_foreign_key(claims: &Value, kid: &str) -> String {
-    let key = mcp_oauth::keys::generate(SigningAlg::EdDSA, 0).unwrap();
-    let der = STANDARD.decode(&key.private_key).unwrap();
+    use mcp_oauth::keys::encryption::{KeyRing, KeySource};
+    let keyring = KeyRing::new(&[1; 32], &[], KeySource::Ephemeral).unwrap();
+    let key = mcp_oauth::keys::generate(SigningAlg::EdDSA, 0, &keyring).unwrap();
+    let der = keyring.open(&key.kid, &key.private_key).unwrap().pkcs8;
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
     header.typ = Some("at+jwt".into());
     header.kid = Some(kid.to_owned());

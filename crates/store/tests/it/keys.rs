@@ -91,7 +91,33 @@ async fn rotating_keeps_the_old_key_published_until_its_expiry(t: TestDb) {
     );
 }
 
+async fn a_stored_private_key_is_replaced_only_if_it_is_still_what_the_caller_read(t: TestDb) {
+    t.db.ensure_signing_key(&key("k1", NOW))
+        .await
+        .expect("ensure");
+    let stored = t.db.signing_key_secrets().await.expect("secrets");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (stored[0].kid.as_str(), stored[0].private_key.as_str()),
+        ("k1", "private-k1")
+    );
+
+    let replaced =
+        t.db.replace_signing_key_secret("k1", "private-k1", "sealed-k1")
+            .await
+            .expect("replace");
+    assert!(replaced);
+    let stale =
+        t.db.replace_signing_key_secret("k1", "private-k1", "sealed-again")
+            .await
+            .expect("replace");
+    assert!(!stale, "another writer got there first");
+    let stored = t.db.signing_key_secrets().await.expect("secrets");
+    assert_eq!(stored[0].private_key, "sealed-k1");
+}
+
 backend_tests!(
     ensure_signing_key_inserts_only_when_no_key_is_active,
     rotating_keeps_the_old_key_published_until_its_expiry,
+    a_stored_private_key_is_replaced_only_if_it_is_still_what_the_caller_read,
 );
