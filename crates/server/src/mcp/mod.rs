@@ -18,7 +18,6 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::Value;
@@ -32,7 +31,7 @@ use crate::resource::bearer::{BearerLayer, BearerLayerState, OperationScopes, re
 use crate::resource::{ProtectedResource, metadata};
 use crate::state::AppState;
 use server::McpServer;
-use sessions::{OwnedSessions, SessionOwners, session_guard};
+use sessions::{SessionGuard, session_guard};
 
 /// The protected endpoints: Streamable HTTP first (the default resource), then legacy SSE.
 pub fn protected_resources(state: &AppState) -> (Arc<ProtectedResource>, Arc<ProtectedResource>) {
@@ -174,15 +173,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         let server = server.clone();
         move || Ok(server.clone())
     };
-    let owners = SessionOwners::default();
     let streamable = if settings.mcp.stateful {
-        let sessions = Arc::new(OwnedSessions::new(
-            LocalSessionManager::default(),
-            owners.clone(),
-        ));
         Router::new().nest_service(
             "/mcp",
-            StreamableHttpService::new(factory, sessions, config),
+            StreamableHttpService::new(factory, state.mcp_sessions.clone(), config),
         )
     } else {
         Router::new().nest_service(
@@ -190,15 +184,26 @@ pub fn router(state: &AppState) -> Router<AppState> {
             StreamableHttpService::new(factory, Arc::new(NeverSessionManager::default()), config),
         )
     }
-    .layer(from_fn_with_state(owners, session_guard));
-    let legacy = legacy_sse::router(server, settings.base_path(), state.shutdown.child_token())
-        .layer(from_fn_with_state(
-            RebindingGuard {
-                host,
-                origins: origins.map(Into::into),
-            },
-            rebinding_guard,
-        ));
+    .layer(from_fn_with_state(
+        SessionGuard {
+            sessions: state.mcp_sessions.clone(),
+            stateful: settings.mcp.stateful,
+        },
+        session_guard,
+    ));
+    let legacy = legacy_sse::router(
+        server,
+        settings.base_path(),
+        state.shutdown.child_token(),
+        state.mcp_sessions.clone(),
+    )
+    .layer(from_fn_with_state(
+        RebindingGuard {
+            host,
+            origins: origins.map(Into::into),
+        },
+        rebinding_guard,
+    ));
 
     let (mcp, sse) = protected_resources(state);
     let (streamable, legacy) = if settings.mcp.open {
