@@ -17,6 +17,7 @@ mod keys;
 mod login;
 mod mcp;
 mod mcp_auth;
+mod mcp_limits;
 mod mcp_sse;
 mod metadata;
 mod registration;
