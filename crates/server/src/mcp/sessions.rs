@@ -20,6 +20,7 @@
 //! Legacy SSE streams take their slots from the same table: each is a session with a stream
 //! open for as long as it lives, so it counts against the same caps and is never evicted.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -47,6 +48,9 @@ use crate::resource::Principal;
 
 /// Largest body read to tell an `initialize` apart (rmcp's own request limit).
 const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// Sessions closed (about 50 KB each) before `reap` asks the allocator to give memory back.
+const RELEASE_AFTER: usize = 32;
 
 /// The session manager behind `/mcp`.
 pub type McpSessions = OwnedSessions<LocalSessionManager>;
@@ -140,11 +144,19 @@ pub struct LiveSessions {
     table: Mutex<SessionTable<SessionKey, String>>,
     clock: Clock,
     metrics: SessionMetrics,
+    /// Sessions closed since the allocator last gave memory back.
+    closed: AtomicUsize,
 }
 
 impl LiveSessions {
     fn table(&self) -> std::sync::MutexGuard<'_, SessionTable<SessionKey, String>> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remove(&self, key: &SessionKey) {
+        if self.table().remove(key) {
+            self.closed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn owner(&self, key: &SessionKey) -> Option<Option<String>> {
@@ -225,7 +237,7 @@ pub struct SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.live.table().remove(&self.key);
+        self.live.remove(&self.key);
     }
 }
 
@@ -253,6 +265,7 @@ impl McpSessions {
                 table: Mutex::new(SessionTable::new(limits)),
                 clock,
                 metrics: SessionMetrics::new(metrics),
+                closed: AtomicUsize::new(0),
             }),
         });
         let live = Arc::downgrade(&sessions.live);
@@ -401,6 +414,7 @@ impl<M: SessionManager> OwnedSessions<M> {
         };
         if let Some(evicted) = admission.evicted {
             self.live.metrics.evicted.increment(1);
+            self.live.closed.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 subject = ?reservation.owner,
                 "closing the user's least recently used idle MCP session for a new one"
@@ -410,8 +424,15 @@ impl<M: SessionManager> OwnedSessions<M> {
         Ok(reservation)
     }
 
-    /// Close the sessions idle longer than the timeout.
+    /// Close the sessions idle longer than the timeout. First, if enough sessions have been
+    /// closed (by any path) before this run, have the allocator give their memory back: by
+    /// now their rmcp workers have ended and freed it.
     pub async fn reap(&self) {
+        if self.live.closed.load(Ordering::Relaxed) >= RELEASE_AFTER {
+            self.live.closed.store(0, Ordering::Relaxed);
+            // It walks the whole heap: off the async workers.
+            let _ = tokio::task::spawn_blocking(crate::memory::release).await;
+        }
         let idle = {
             let now = self.live.clock.now();
             self.live.table().take_idle(now)
@@ -420,6 +441,7 @@ impl<M: SessionManager> OwnedSessions<M> {
             return;
         }
         self.live.metrics.idle_closed.increment(idle.len() as u64);
+        self.live.closed.fetch_add(idle.len(), Ordering::Relaxed);
         tracing::debug!(count = idle.len(), "closing idle MCP sessions");
         for key in &idle {
             self.close_inner(key).await;
@@ -534,9 +556,7 @@ impl<M: SessionManager> SessionManager for OwnedSessions<M> {
 
     /// Called for a client's DELETE, and by rmcp when a session's service ends.
     async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
-        self.live
-            .table()
-            .remove(&SessionKey::Streamable(id.clone()));
+        self.live.remove(&SessionKey::Streamable(id.clone()));
         self.inner
             .close_session(id)
             .await
