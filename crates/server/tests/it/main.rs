@@ -18,6 +18,7 @@ mod login;
 mod mcp;
 mod mcp_auth;
 mod mcp_limits;
+mod mcp_memory;
 mod mcp_sse;
 mod metadata;
 mod registration;
