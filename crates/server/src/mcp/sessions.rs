@@ -415,7 +415,7 @@ impl<M: SessionManager> OwnedSessions<M> {
         if let Some(evicted) = admission.evicted {
             self.live.metrics.evicted.increment(1);
             self.live.closed.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
+            tracing::debug!(
                 subject = ?reservation.owner,
                 "closing the user's least recently used idle MCP session for a new one"
             );
@@ -669,6 +669,8 @@ pub async fn session_guard(
             }
             request
         }
+        // Read the body, not the `Mcp-Method` header: rmcp creates a session for an
+        // `initialize` whatever that header says (for versions before 2026-07-28).
         None if guard.stateful && request.method() == Method::POST => {
             match admit_initialize(sessions, caller.as_deref(), request).await {
                 Ok(request) => request,

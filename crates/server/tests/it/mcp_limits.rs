@@ -470,7 +470,7 @@ async fn metrics_can_be_opened_to_a_monitoring_network_or_closed() {
 }
 
 #[tokio::test]
-async fn the_initialized_notification_and_stateless_requests_are_not_counted_as_sessions() {
+async fn stateless_requests_and_notifications_take_no_slot_and_a_disguised_initialize_does() {
     let app = spawn_app_with(|r| r.mcp.max_sessions_per_user = 1).await;
     let token = token_for(&app, "a");
     let s = session(&app, &token).await;
@@ -496,6 +496,23 @@ async fn the_initialized_notification_and_stateless_requests_are_not_counted_as_
         .await
         .unwrap();
     assert_eq!(discover.status(), StatusCode::OK);
+    // An `initialize` under another method's `Mcp-Method` header is still an `initialize`
+    // (rmcp makes a session of it): it gets no way past the bounds.
+    let disguised = app
+        .mcp_request(Method::POST, "/mcp", Some(&token))
+        .header("mcp-method", "tools/list")
+        .body(initialize(3).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_refused(
+        disguised,
+        StatusCode::TOO_MANY_REQUESTS,
+        json!(3),
+        "user_session_limit",
+    )
+    .await;
+    assert_eq!(app.state.mcp_sessions.rmcp_sessions().await, 1);
     let ack = app.mcp_send(Some(&token), Some(&s), &initialized()).await;
     assert_eq!(ack.status, StatusCode::ACCEPTED);
     assert_eq!(app.state.mcp_sessions.open(), 1);
