@@ -2,8 +2,9 @@
 //! at `/sse` + `/message`, their RFC 9728 metadata, and the layers in front of them.
 //!
 //! Request path, outermost first: CORS → bearer (authenticate, check scopes, attach the
-//! `Principal`) → session owner check and session bounds (`sessions`) → rmcp (which also checks `Host` and `Origin` against
-//! DNS rebinding; `rebinding_guard` does the same for the legacy routes) → the tool.
+//! `Principal`) → session owner check and session bounds (`sessions`) → rmcp (which also
+//! checks `Host` and `Origin` against DNS rebinding; `rebinding_guard` does the same for the
+//! legacy routes) → the tool.
 
 pub mod legacy_sse;
 pub mod server;
