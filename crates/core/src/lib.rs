@@ -10,6 +10,7 @@
 )]
 
 pub mod domain;
+pub mod mcp;
 pub mod oauth;
 pub mod resource;
 pub mod security;

@@ -42,6 +42,25 @@ pub struct RawSettings {
     pub housekeeping: HousekeepingSettings,
     pub login: LoginSettings,
     pub mcp: McpSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// The Prometheus metrics at `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Client addresses (IPs or CIDRs, after `trusted_proxies`) that may read `/metrics`;
+    /// everyone else gets 404. `[]` turns the endpoint off.
+    #[serde(deserialize_with = "list::deserialize")]
+    pub allowed_cidrs: Vec<String>,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            allowed_cidrs: vec!["127.0.0.0/8".into(), "::1/128".into()],
+        }
+    }
 }
 
 /// A database URL. `Debug` shows it with the password replaced (in the user information or
@@ -120,6 +139,15 @@ pub struct McpSettings {
     /// Accept tokens issued to a client for itself (client credentials, no user) at the MCP
     /// endpoints. Off by default: every MCP call then acts for a user who signed in.
     pub accept_client_credentials: bool,
+    /// Sessions one user may hold at once: Streamable HTTP sessions and legacy SSE streams
+    /// together. Past it, the user's least recently used idle session is closed to make room;
+    /// if every one has an open stream, the new one is refused (429).
+    pub max_sessions_per_user: usize,
+    /// Sessions all users together may hold (each costs memory until it is closed); past it,
+    /// new ones are refused (503) and nobody else's is closed.
+    pub max_sessions: usize,
+    /// A session without an open stream that sees no request for this long is closed.
+    pub session_idle_timeout_seconds: i64,
 }
 
 impl Default for McpSettings {
@@ -131,6 +159,9 @@ impl Default for McpSettings {
             tool_scopes: BTreeMap::new(),
             open: false,
             accept_client_credentials: false,
+            max_sessions_per_user: 16,
+            max_sessions: 10_000,
+            session_idle_timeout_seconds: 300,
         }
     }
 }
@@ -355,6 +386,7 @@ impl Default for RawSettings {
             housekeeping: HousekeepingSettings::default(),
             login: LoginSettings::default(),
             mcp: McpSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -579,6 +611,8 @@ pub struct Settings {
     pub mcp: McpSettings,
     pub mcp_base_scopes: ScopeSet,
     pub mcp_tool_scopes: BTreeMap<String, ScopeSet>,
+    /// Who may read `/metrics`.
+    pub metrics_allowed: Vec<Cidr>,
     pub scope_implications: BTreeMap<String, Vec<String>>,
     /// The MCP resources we issue tokens for; the first is the default.
     pub resources: Vec<ResourceUri>,
@@ -778,18 +812,16 @@ impl RawSettings {
             PrivateUseSchemes::Only(schemes.iter().map(|s| s.to_ascii_lowercase()).collect())
         };
 
-        let trusted_proxies = self
-            .trusted_proxies
-            .iter()
-            .map(|p| {
-                Cidr::parse(p).ok_or_else(|| {
-                    bad(
-                        "trusted_proxies",
-                        format!("{p:?} is not an IP address or CIDR"),
-                    )
+        let cidrs = |key: &str, list: &[String]| {
+            list.iter()
+                .map(|p| {
+                    Cidr::parse(p)
+                        .ok_or_else(|| bad(key, format!("{p:?} is not an IP address or CIDR")))
                 })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let trusted_proxies = cidrs("trusted_proxies", &self.trusted_proxies)?;
+        let metrics_allowed = cidrs("metrics.allowed_cidrs", &self.metrics.allowed_cidrs)?;
 
         if let Some(tls) = &self.tls {
             for (key, path) in [
@@ -885,6 +917,31 @@ impl RawSettings {
             scope_list(&key, std::slice::from_ref(broader))?;
             scope_list(&key, narrower)?;
         }
+        let m = &self.mcp;
+        if !(1..=1_000_000).contains(&m.max_sessions) {
+            return Err(bad(
+                "mcp.max_sessions",
+                format!("{} is outside 1..=1000000", m.max_sessions),
+            ));
+        }
+        if !(1..=m.max_sessions.min(1_000)).contains(&m.max_sessions_per_user) {
+            return Err(bad(
+                "mcp.max_sessions_per_user",
+                format!(
+                    "{} is outside 1..=1000, or above mcp.max_sessions ({})",
+                    m.max_sessions_per_user, m.max_sessions
+                ),
+            ));
+        }
+        if !(1..=86_400).contains(&m.session_idle_timeout_seconds) {
+            return Err(bad(
+                "mcp.session_idle_timeout_seconds",
+                format!(
+                    "{} is outside 1..=86400 seconds",
+                    m.session_idle_timeout_seconds
+                ),
+            ));
+        }
         if self.mcp.open && !listen.ip().is_loopback() {
             return Err(bad(
                 "mcp.open",
@@ -923,6 +980,7 @@ impl RawSettings {
             mcp: self.mcp,
             mcp_base_scopes,
             mcp_tool_scopes,
+            metrics_allowed,
             scope_implications: self.scopes.implies,
             client_token_resources,
             resources,
@@ -1023,6 +1081,39 @@ mod tests {
         let mut r = raw();
         r.trusted_proxies = vec!["10.0.0.0/33".into()];
         assert_eq!(r.validate().unwrap_err().key, "trusted_proxies");
+        let mut r = raw();
+        r.metrics.allowed_cidrs = vec!["localhost".into()];
+        assert_eq!(r.validate().unwrap_err().key, "metrics.allowed_cidrs");
+    }
+
+    #[test]
+    fn session_bounds_are_validated_naming_their_key() {
+        for (edit, key) in [
+            (
+                (|m: &mut McpSettings| m.max_sessions = 0) as fn(&mut McpSettings),
+                "mcp.max_sessions",
+            ),
+            (|m| m.max_sessions_per_user = 0, "mcp.max_sessions_per_user"),
+            (
+                |m| {
+                    m.max_sessions = 10;
+                    m.max_sessions_per_user = 11;
+                },
+                "mcp.max_sessions_per_user",
+            ),
+            (
+                |m| m.session_idle_timeout_seconds = 0,
+                "mcp.session_idle_timeout_seconds",
+            ),
+            (
+                |m| m.session_idle_timeout_seconds = 86_401,
+                "mcp.session_idle_timeout_seconds",
+            ),
+        ] {
+            let mut r = raw();
+            edit(&mut r.mcp);
+            assert_eq!(r.validate().unwrap_err().key, key);
+        }
     }
 
     #[test]
@@ -1077,8 +1168,10 @@ mod tests {
             ("MCP_OAUTH_CIMD__ALLOWED_HOSTS", "claude.ai,*.example.com"),
             ("MCP_OAUTH_MCP__BASE_SCOPES", "mcp"),
             ("MCP_OAUTH_REDIRECT_URIS__PRIVATE_USE_SCHEMES", ""),
+            ("MCP_OAUTH_METRICS__ALLOWED_CIDRS", "10.0.0.0/8 127.0.0.1"),
         ])
         .unwrap();
+        assert_eq!(raw.metrics.allowed_cidrs, ["10.0.0.0/8", "127.0.0.1"]);
         assert_eq!(raw.trusted_proxies, ["127.0.0.1/32"]);
         assert_eq!(
             raw.scopes.supported,

@@ -1,5 +1,5 @@
 //! Background work on a schedule: deleting what has expired, reloading signing keys rotated
-//! by another instance, and polling published revocations.
+//! by another instance, polling published revocations, and closing idle MCP sessions.
 
 use std::time::Duration;
 
@@ -67,5 +67,24 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
             }
         })
     };
-    vec![cleanup, keys, revocations]
+    let mcp_sessions = {
+        let state = state.clone();
+        // Often enough that a session outlives the timeout by at most a quarter of it.
+        let timeout = state
+            .settings
+            .mcp
+            .session_idle_timeout_seconds
+            .unsigned_abs();
+        let every = (Duration::from_secs(timeout) / 4)
+            .clamp(Duration::from_millis(250), Duration::from_secs(30));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                state.mcp_sessions.reap().await;
+            }
+        })
+    };
+    vec![cleanup, keys, revocations, mcp_sessions]
 }

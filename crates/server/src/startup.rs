@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::metrics_get))
         .merge(crate::oauth::well_known_router(&state))
         .merge(crate::mcp::well_known_router(&state))
         .merge(app)

@@ -16,6 +16,8 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::identity::setup::SetupToken;
 use crate::keys::KeyStore;
+use crate::mcp::sessions::McpSessions;
+use crate::metrics::Metrics;
 use crate::oauth::cimd::CimdFetcher;
 use crate::resource::VerifiedTokens;
 use crate::revocation::RevocationList;
@@ -38,6 +40,10 @@ pub struct AppState {
     pub verified_tokens: Arc<VerifiedTokens>,
     /// Cancelled at shutdown, so that long-lived MCP streams end and the server can stop.
     pub shutdown: CancellationToken,
+    /// This application's metrics (its own registry: see `crate::metrics`).
+    pub metrics: Arc<Metrics>,
+    /// MCP sessions and legacy SSE streams, bounded per user and in total.
+    pub mcp_sessions: Arc<McpSessions>,
 }
 
 impl AppState {
@@ -60,6 +66,8 @@ impl AppState {
         let origin = settings.public_url.origin().ascii_serialization();
         let cimd = CimdFetcher::new(settings.cimd.clone())?;
         let settings_implications = settings.scope_implications.clone();
+        let metrics = Arc::new(Metrics::default());
+        let mcp_sessions = McpSessions::local(&settings.mcp, clock.clone(), &metrics);
         Ok(Self {
             settings: Arc::new(settings),
             db,
@@ -75,6 +83,8 @@ impl AppState {
             scope_hierarchy: Arc::new(ScopeHierarchy::new(settings_implications)),
             verified_tokens: Arc::default(),
             shutdown: CancellationToken::new(),
+            metrics,
+            mcp_sessions,
         })
     }
 

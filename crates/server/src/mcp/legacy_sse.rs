@@ -8,10 +8,10 @@
 //!
 //! Each stream runs its own rmcp service over a pair of channels. Both routes sit behind the
 //! bearer layer, and a session accepts messages only from the user who opened it. The
-//! session ends when the client disconnects.
+//! session ends when the client disconnects. Each open stream takes a slot from the same
+//! bounds as the Streamable HTTP sessions (`super::sessions`), before anything is set up.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,15 +21,17 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use rmcp::model::{ClientJsonRpcMessage, GetExtensions, ServerJsonRpcMessage};
 use rmcp::service::serve_server_with_ct;
 use serde::Deserialize;
+use serde_json::Value;
 use tokio::sync::{RwLock, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, PollSender};
 
 use super::server::McpServer;
+use super::sessions::{McpSessions, SessionKey, Transport};
 use crate::resource::Principal;
 
 /// Largest message accepted.
@@ -47,18 +49,21 @@ pub struct LegacySse {
     /// Where clients POST messages, under the issuer's path.
     message_path: Arc<str>,
     shutdown: CancellationToken,
+    bounds: Arc<McpSessions>,
 }
 
 pub fn router<S: Clone + Send + Sync + 'static>(
     server: McpServer,
     base_path: &str,
     shutdown: CancellationToken,
+    bounds: Arc<McpSessions>,
 ) -> Router<S> {
     let state = LegacySse {
         sessions: Arc::default(),
         server,
         message_path: format!("{base_path}/message").into(),
         shutdown,
+        bounds,
     };
     Router::new()
         .route("/sse", get(open_stream))
@@ -66,15 +71,24 @@ pub fn router<S: Clone + Send + Sync + 'static>(
         .with_state(state)
 }
 
-async fn open_stream(
-    State(state): State<LegacySse>,
-    request: Request,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn open_stream(State(state): State<LegacySse>, request: Request) -> Response {
     let owner = request
         .extensions()
         .get::<Principal>()
         .map(|p| p.subject.clone());
+    let reservation = match state.bounds.admit(owner.as_deref(), Transport::Sse).await {
+        Ok(r) => r,
+        // No request to answer: JSON-RPC's `id: null`.
+        Err(refusal) => return state.bounds.refusal_response(refusal, Value::Null),
+    };
     let session_id = crate::random::id();
+    let key = SessionKey::Legacy(session_id.as_str().into());
+    // In use for as long as the stream is open: never idle, never evicted.
+    reservation.commit(key.clone(), 1);
+    let held = (
+        state.bounds.slot(key),
+        state.bounds.stream(Transport::Sse, None),
+    );
     let (to_server, from_client) = mpsc::channel::<ClientJsonRpcMessage>(64);
     let (to_client, from_server) = mpsc::channel::<ServerJsonRpcMessage>(64);
     state
@@ -108,10 +122,11 @@ async fn open_stream(
     let endpoint = format!("{}?sessionId={session_id}", state.message_path);
     // Dropped when the client disconnects (axum drops the body): that ends the session.
     let guard = ct.clone().drop_guard();
-    let first =
-        futures::stream::once(async move { Ok(Event::default().event("endpoint").data(endpoint)) });
+    let first = futures::stream::once(async move {
+        Ok::<_, std::convert::Infallible>(Event::default().event("endpoint").data(endpoint))
+    });
     let messages = ReceiverStream::new(from_server).filter_map(move |message| {
-        let _held_while_streaming = &guard;
+        let _held_while_streaming = (&guard, &held);
         let event = serde_json::to_string(&message)
             .ok()
             .map(|json| Ok(Event::default().event("message").data(json)));
@@ -119,6 +134,7 @@ async fn open_stream(
     });
     Sse::new(first.chain(messages).take_until(ct.cancelled_owned()))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 #[derive(Deserialize)]

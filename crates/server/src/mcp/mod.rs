@@ -2,8 +2,9 @@
 //! at `/sse` + `/message`, their RFC 9728 metadata, and the layers in front of them.
 //!
 //! Request path, outermost first: CORS → bearer (authenticate, check scopes, attach the
-//! `Principal`) → session owner check → rmcp (which also checks `Host` and `Origin` against
-//! DNS rebinding; `rebinding_guard` does the same for the legacy routes) → the tool.
+//! `Principal`) → session owner check and session bounds (`sessions`) → rmcp (which also
+//! checks `Host` and `Origin` against DNS rebinding; `rebinding_guard` does the same for the
+//! legacy routes) → the tool.
 
 pub mod legacy_sse;
 pub mod server;
@@ -18,7 +19,6 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::Value;
@@ -32,7 +32,7 @@ use crate::resource::bearer::{BearerLayer, BearerLayerState, OperationScopes, re
 use crate::resource::{ProtectedResource, metadata};
 use crate::state::AppState;
 use server::McpServer;
-use sessions::{OwnedSessions, SessionOwners, session_guard};
+use sessions::{SessionGuard, session_guard};
 
 /// The protected endpoints: Streamable HTTP first (the default resource), then legacy SSE.
 pub fn protected_resources(state: &AppState) -> (Arc<ProtectedResource>, Arc<ProtectedResource>) {
@@ -175,15 +175,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         let server = server.clone();
         move || Ok(server.clone())
     };
-    let owners = SessionOwners::default();
     let streamable = if settings.mcp.stateful {
-        let sessions = Arc::new(OwnedSessions::new(
-            LocalSessionManager::default(),
-            owners.clone(),
-        ));
         Router::new().nest_service(
             "/mcp",
-            StreamableHttpService::new(factory, sessions, config),
+            StreamableHttpService::new(factory, state.mcp_sessions.clone(), config),
         )
     } else {
         Router::new().nest_service(
@@ -191,15 +186,26 @@ pub fn router(state: &AppState) -> Router<AppState> {
             StreamableHttpService::new(factory, Arc::new(NeverSessionManager::default()), config),
         )
     }
-    .layer(from_fn_with_state(owners, session_guard));
-    let legacy = legacy_sse::router(server, settings.base_path(), state.shutdown.child_token())
-        .layer(from_fn_with_state(
-            RebindingGuard {
-                host,
-                origins: origins.map(Into::into),
-            },
-            rebinding_guard,
-        ));
+    .layer(from_fn_with_state(
+        SessionGuard {
+            sessions: state.mcp_sessions.clone(),
+            stateful: settings.mcp.stateful,
+        },
+        session_guard,
+    ));
+    let legacy = legacy_sse::router(
+        server,
+        settings.base_path(),
+        state.shutdown.child_token(),
+        state.mcp_sessions.clone(),
+    )
+    .layer(from_fn_with_state(
+        RebindingGuard {
+            host,
+            origins: origins.map(Into::into),
+        },
+        rebinding_guard,
+    ));
 
     let (mcp, sse) = protected_resources(state);
     let (streamable, legacy) = if settings.mcp.open {

@@ -18,6 +18,8 @@ mod login;
 mod logs;
 mod mcp;
 mod mcp_auth;
+mod mcp_limits;
+mod mcp_memory;
 mod mcp_sse;
 mod metadata;
 mod registration;
