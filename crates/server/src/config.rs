@@ -1140,6 +1140,8 @@ mod tests {
     }
 
     /// Load with `vars` as the environment (figment's jail keeps tests apart).
+    // figment's own error type is what its jail closures return.
+    #[allow(clippy::result_large_err)]
     fn load_env(vars: &[(&str, &str)]) -> Result<RawSettings, ConfigError> {
         let mut result = None;
         figment::Jail::expect_with(|jail| {
@@ -1188,6 +1190,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn list_settings_still_accept_toml_arrays() {
         let raw = load_env(&[
             (
