@@ -762,31 +762,8 @@ impl TestApp {
     /// itself), optionally limited to `scope`, registered the only way such a client can be:
     /// by the operator, as `mcp-oauth client add --client-credentials` does.
     pub async fn register_service_client(&self, scope: Option<&str>) -> ClientAuth {
-        let secret = mcp_oauth::random::secret();
-        let id = mcp_oauth::random::id();
-        let metadata = json!({
-            "client_name": "Service", "redirect_uris": [], "grant_types": ["client_credentials"],
-            "response_types": ["code"], "token_endpoint_auth_method": "client_secret_basic",
-            "scope": scope,
-        });
-        self.state
-            .db
-            .insert_client(&mcp_oauth_store::ClientRow {
-                id: id.clone(),
-                kind: "preregistered".into(),
-                metadata: metadata.to_string(),
-                secret_hash: Some(secret.hash().as_str().to_owned()),
-                metadata_hash: None,
-                created_at: self.clock.now(),
-                last_used_at: None,
-                refresh_after: None,
-            })
-            .await
-            .unwrap();
-        ClientAuth::Basic {
-            id,
-            secret: secret.expose().to_owned(),
-        }
+        let (id, secret) = self.preregistered_service_client("Service", scope).await;
+        ClientAuth::Basic { id, secret }
     }
 
     pub fn authorize_url(
@@ -960,11 +937,23 @@ impl TestApp {
 
     /// A confidential client as `mcp-oauth client add --confidential` makes one.
     pub async fn preregistered_confidential_client(&self) -> (String, String) {
+        self.preregistered_service_client("Resource Server", None)
+            .await
+    }
+
+    /// An operator-registered confidential client (`client_secret_basic`) for the client
+    /// credentials grant; returns (id, secret).
+    async fn preregistered_service_client(
+        &self,
+        name: &str,
+        scope: Option<&str>,
+    ) -> (String, String) {
         let secret = mcp_oauth::random::secret();
         let id = mcp_oauth::random::id();
         let metadata = json!({
-            "client_name": "Resource Server", "redirect_uris": [], "grant_types": ["client_credentials"],
+            "client_name": name, "redirect_uris": [], "grant_types": ["client_credentials"],
             "response_types": ["code"], "token_endpoint_auth_method": "client_secret_basic",
+            "scope": scope,
         });
         self.state
             .db
