@@ -39,6 +39,106 @@ pub struct RawSettings {
     pub housekeeping: HousekeepingSettings,
     pub login: LoginSettings,
     pub mcp: McpSettings,
+    pub http: HttpSettings,
+}
+
+/// The HTTP listener: timeouts and connection limits, so that slow or idle clients cannot
+/// hold connections (and file descriptors) forever. See
+/// `mcp_oauth_core::security::connections` for how the two connection timeouts interact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Seconds a new connection has to deliver a complete request head (after its TLS
+    /// handshake, which this also bounds), and an HTTP/1.1 keep-alive connection to complete
+    /// the head of its next request from the request's first byte.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a connection may stay open with no request in progress (HTTP/1.1 keep-alive,
+    /// HTTP/2 without open streams).
+    pub keep_alive_timeout_seconds: u64,
+    /// Seconds a request body has to arrive in full, counted from its request head; a slower
+    /// one is answered 408 and its connection closed.
+    pub request_body_timeout_seconds: u64,
+    /// Open connections at most; at the limit the server stops accepting (new connections
+    /// wait in the kernel's backlog) until one closes. Keep it under the open-file limit.
+    pub max_connections: usize,
+    /// Open connections at most from one client IP (IPv6: one /64); more are closed at once.
+    /// Peers in `trusted_proxies` are exempt: a reverse proxy carries everyone's.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_seconds: 10,
+            keep_alive_timeout_seconds: 60,
+            request_body_timeout_seconds: 30,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+        }
+    }
+}
+
+impl HttpSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value, min, max) in [
+            (
+                "http.header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+                1,
+                300,
+            ),
+            (
+                "http.keep_alive_timeout_seconds",
+                self.keep_alive_timeout_seconds,
+                1,
+                3_600,
+            ),
+            (
+                "http.request_body_timeout_seconds",
+                self.request_body_timeout_seconds,
+                1,
+                3_600,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(bad(
+                    key,
+                    format!("{value} is outside {min}..={max} seconds"),
+                ));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(bad(
+                "http.max_connections",
+                format!(
+                    "{} is outside 1..=1000000 (and must stay under the open-file limit)",
+                    self.max_connections
+                ),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_connections_per_ip) {
+            return Err(bad(
+                "http.max_connections_per_ip",
+                format!(
+                    "{} is outside 1..=1000000 (at or above http.max_connections, there is no per-IP limit)",
+                    self.max_connections_per_ip
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn header_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.header_read_timeout_seconds)
+    }
+
+    pub fn keep_alive_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.keep_alive_timeout_seconds)
+    }
+
+    pub fn request_body_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.request_body_timeout_seconds)
+    }
 }
 
 /// The protected MCP server.
@@ -261,6 +361,7 @@ impl Default for RawSettings {
             housekeeping: HousekeepingSettings::default(),
             login: LoginSettings::default(),
             mcp: McpSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -436,6 +537,7 @@ pub struct Settings {
     pub scope_implications: BTreeMap<String, Vec<String>>,
     /// The MCP resources we issue tokens for; the first is the default.
     pub resources: Vec<ResourceUri>,
+    pub http: HttpSettings,
 }
 
 impl Settings {
@@ -615,6 +717,7 @@ impl RawSettings {
                 "window_seconds and lockout_seconds must be positive, max_delay_ms at most 60000",
             ));
         }
+        self.http.validate()?;
         if self.housekeeping.interval_seconds == 0 {
             return Err(bad("housekeeping.interval_seconds", "must be at least 1"));
         }
@@ -688,6 +791,7 @@ impl RawSettings {
             mcp_tool_scopes,
             scope_implications: self.scopes.implies,
             resources,
+            http: self.http,
         })
     }
 }
@@ -785,6 +889,35 @@ mod tests {
         let mut r = raw();
         r.trusted_proxies = vec!["10.0.0.0/33".into()];
         assert_eq!(r.validate().unwrap_err().key, "trusted_proxies");
+    }
+
+    #[test]
+    fn http_limits_are_range_checked_naming_their_key() {
+        type Edit = fn(&mut HttpSettings);
+        let cases: [(Edit, &str); 5] = [
+            (
+                |h| h.header_read_timeout_seconds = 0,
+                "http.header_read_timeout_seconds",
+            ),
+            (
+                |h| h.keep_alive_timeout_seconds = 0,
+                "http.keep_alive_timeout_seconds",
+            ),
+            (
+                |h| h.request_body_timeout_seconds = 7_200,
+                "http.request_body_timeout_seconds",
+            ),
+            (|h| h.max_connections = 0, "http.max_connections"),
+            (
+                |h| h.max_connections_per_ip = 0,
+                "http.max_connections_per_ip",
+            ),
+        ];
+        for (edit, key) in cases {
+            let mut r = raw();
+            edit(&mut r.http);
+            assert_eq!(r.validate().unwrap_err().key, key);
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
@@ -10,7 +11,6 @@ use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum_server::tls_rustls::RustlsConfig;
 use tokio::net::TcpListener;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -20,6 +20,7 @@ use mcp_oauth_store::{ConnectOptions, Db};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::middleware::{self, REQUEST_ID, RandomRequestId};
+use crate::http::serve::{ServeOptions, load_tls, serve};
 use crate::identity::{account, login, setup};
 use crate::keys::KeyStore;
 use crate::state::AppState;
@@ -29,7 +30,7 @@ pub struct Application {
     router: Router,
     state: AppState,
     /// Certificate and key when the server terminates TLS itself.
-    tls: Option<RustlsConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Connect and migrate, with errors that say what to fix.
@@ -118,6 +119,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::mcp::well_known_router(&state))
         .merge(app)
         .fallback(not_found)
+        .layer(from_fn_with_state(
+            state.settings.http.request_body_timeout(),
+            middleware::request_body_deadline,
+        ))
         .layer(from_fn_with_state(state.clone(), middleware::error_pages))
         .layer(from_fn(middleware::security_headers))
         .layer(from_fn(middleware::log_errors));
@@ -167,20 +172,13 @@ impl Application {
             .await
             .context("loading signing keys failed")?;
         let tls = match &settings.tls {
-            Some(t) => {
-                // aws-lc-rs is the only rustls provider compiled in; make it the default explicitly.
-                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-                let config = RustlsConfig::from_pem_file(&t.cert_file, &t.key_file)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "`tls`: cannot load the certificate {} and key {} (PEM files expected)",
-                            t.cert_file.display(),
-                            t.key_file.display()
-                        )
-                    })?;
-                Some(config)
-            }
+            Some(t) => Some(load_tls(&t.cert_file, &t.key_file).with_context(|| {
+                format!(
+                    "`tls`: cannot load the certificate {} and key {} (PEM files expected)",
+                    t.cert_file.display(),
+                    t.key_file.display()
+                )
+            })?),
             None => None,
         };
         let state = AppState::new(settings, db, clock, keys)?;
@@ -228,38 +226,13 @@ impl Application {
             shutdown.await;
             streams.cancel();
         };
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let result = match self.tls {
-            None => {
-                axum::serve(self.listener, service)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-            Some(config) => {
-                let handle = axum_server::Handle::new();
-                let on_signal = handle.clone();
-                tokio::spawn(async move {
-                    shutdown.await;
-                    on_signal.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-                });
-                let listener = self
-                    .listener
-                    .into_std()
-                    .context("preparing the TLS listener")?;
-                axum_server::from_tcp_rustls(listener, config)
-                    .context("preparing the TLS listener")?
-                    .handle(handle)
-                    .serve(service)
-                    .await
-            }
-        };
+        let options = ServeOptions::new(&self.state.settings, self.tls);
+        serve(self.listener, self.router, options, shutdown).await;
         for t in tasks {
             t.abort();
         }
         self.state.db.close().await;
-        result.context("the HTTP server failed")
+        Ok(())
     }
 }
 

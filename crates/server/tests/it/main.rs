@@ -11,6 +11,7 @@ mod cimd;
 mod cli;
 mod client_auth;
 mod client_credentials;
+mod connections;
 mod housekeeping;
 mod introspection;
 mod keys;
