@@ -1,5 +1,7 @@
 //! Background work on a schedule: deleting what has expired, reloading signing keys rotated
-//! by another instance, and polling published revocations.
+//! by another instance, polling published revocations, and watching the database's health.
+//! While the database is known to be down each task skips its turn quietly: the outage is
+//! logged once, by `db_health`, not once per poll.
 
 use std::time::Duration;
 
@@ -34,7 +36,12 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
             let mut tick = tokio::time::interval(state.settings.housekeeping_interval);
             loop {
                 tick.tick().await;
-                if let Err(e) = run_cleanup(&state).await {
+                if state.db_health.is_down() {
+                    continue;
+                }
+                if let Err(e) = run_cleanup(&state).await
+                    && !state.db_health.observe_any(&e)
+                {
                     tracing::error!(error = %format!("{e:#}"), "cleanup failed");
                 }
             }
@@ -47,7 +54,12 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Err(e) = state.keys.reload(state.clock.now()).await {
+                if state.db_health.is_down() {
+                    continue;
+                }
+                if let Err(e) = state.keys.reload(state.clock.now()).await
+                    && !state.db_health.observe_any(&e)
+                {
                     tracing::error!(error = %format!("{e:#}"), "reloading signing keys failed");
                 }
             }
@@ -60,11 +72,17 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = state.revocations.poll(&state.db, state.clock.now()).await {
+                if state.db_health.is_down() {
+                    continue;
+                }
+                if let Err(e) = state.revocations.poll(&state.db, state.clock.now()).await
+                    && !state.db_health.observe(&e)
+                {
                     tracing::warn!(error = %e, "polling revocations failed");
                 }
             }
         })
     };
-    vec![cleanup, keys, revocations]
+    let health = crate::db_health::spawn_monitor(state.db_health.clone(), state.db.clone());
+    vec![cleanup, keys, revocations, health]
 }

@@ -74,13 +74,30 @@ async fn healthz() -> impl IntoResponse {
     "ok"
 }
 
+/// How long readiness waits for the database: a probe must get an answer within a second.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    match state.db.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+    let not_ready = |why: &'static str| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            why,
+        )
+            .into_response()
+    };
+    if state.db_health.is_down() {
+        return not_ready("database unreachable");
+    }
+    match tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        Ok(Err(e)) => {
+            if !state.db_health.observe(&e) {
+                tracing::warn!(error = %e, "readiness check failed");
+            }
+            not_ready("database unreachable")
         }
+        Err(_) => not_ready("database did not answer in time"),
     }
 }
 
@@ -94,8 +111,9 @@ async fn home(axum::extract::State(state): axum::extract::State<AppState>) -> im
 
 pub fn router(state: AppState) -> Router {
     let base = state.settings.base_path().to_owned();
-    let app = Router::new()
-        .route("/", get(home))
+    // Pages backed by the database (sessions, accounts): an error page at once while it is
+    // known to be unreachable.
+    let pages = Router::new()
         .route("/login", get(login::login_get).post(login::login_post))
         .route("/logout", axum::routing::post(login::logout_post))
         .route("/setup", get(setup::setup_get).post(setup::setup_post))
@@ -104,6 +122,13 @@ pub fn router(state: AppState) -> Router {
             "/account/revoke",
             axum::routing::post(account::account_revoke_post),
         )
+        .route_layer(from_fn_with_state(
+            state.db_health.clone(),
+            crate::db_health::page_needs_database,
+        ));
+    let app = Router::new()
+        .route("/", get(home))
+        .merge(pages)
         .route("/static/app.css", get(crate::web::stylesheet))
         .merge(crate::oauth::router(&state))
         .merge(crate::mcp::router(&state));

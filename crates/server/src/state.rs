@@ -14,6 +14,7 @@ use mcp_oauth_store::Db;
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::db_health::DbHealth;
 use crate::identity::setup::SetupToken;
 use crate::keys::KeyStore;
 use crate::oauth::cimd::CimdFetcher;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub origin: Arc<str>,
     pub scope_hierarchy: Arc<ScopeHierarchy>,
     pub verified_tokens: Arc<VerifiedTokens>,
+    /// Whether the database is known to be unreachable (then requests needing it get 503).
+    pub db_health: Arc<DbHealth>,
     /// Cancelled at shutdown, so that long-lived MCP streams end and the server can stop.
     pub shutdown: CancellationToken,
 }
@@ -59,6 +62,7 @@ impl AppState {
         let origin = settings.public_url.origin().ascii_serialization();
         let cimd = CimdFetcher::new(settings.cimd.clone())?;
         let settings_implications = settings.scope_implications.clone();
+        let db_health = Arc::new(DbHealth::new(db.backend()));
         Ok(Self {
             settings: Arc::new(settings),
             db,
@@ -73,6 +77,7 @@ impl AppState {
             origin: origin.into(),
             scope_hierarchy: Arc::new(ScopeHierarchy::new(settings_implications)),
             verified_tokens: Arc::default(),
+            db_health,
             shutdown: CancellationToken::new(),
         })
     }

@@ -12,6 +12,7 @@ mod cli;
 mod client_auth;
 mod client_credentials;
 mod connections;
+mod database_outage;
 mod housekeeping;
 mod introspection;
 mod keys;
