@@ -102,7 +102,16 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     let now = this.activity.accepted.elapsed();
-                    this.activity.state().bytes_received(now);
+                    let mut state = this.activity.state();
+                    state.bytes_received(now);
+                    // A peer that never pauses would never meet the check below; a head
+                    // streamed without end is still a head that is late.
+                    if state
+                        .deadline(&this.activity.timeouts)
+                        .is_some_and(|deadline| deadline <= now)
+                    {
+                        return Poll::Ready(Err(timed_out()));
+                    }
                 }
                 return Poll::Ready(Ok(()));
             }
@@ -124,13 +133,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
             this.armed_for = Some(deadline);
         }
         match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client sent no complete request in time",
-            ))),
+            Poll::Ready(()) => Poll::Ready(Err(timed_out())),
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the client sent no complete request in time",
+    )
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
