@@ -367,3 +367,80 @@ async fn trusted_proxies_are_exempt_from_the_per_ip_limit() {
         "the first two are served"
     );
 }
+
+#[tokio::test]
+async fn shutdown_finishes_requests_in_progress_closes_idle_connections_and_stops_accepting() {
+    use mcp_oauth::clock::Clock;
+    use mcp_oauth::config::RawSettings;
+    use mcp_oauth::startup::{Application, connect_db};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let db_path = std::env::temp_dir().join(format!(
+        "mcp_oauth_it_shutdown_{}.db",
+        mcp_oauth::random::id()
+    ));
+    let settings = RawSettings {
+        public_url: format!("http://{server}"),
+        listen: server.to_string(),
+        database_url: format!("sqlite://{}?mode=rwc", db_path.display()),
+        ..RawSettings::default()
+    }
+    .validate()
+    .unwrap();
+    let db = connect_db(&settings.database_url).await.unwrap();
+    let app = Application::build_on(settings, Clock::system(), db, listener)
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+
+    let mut idle = TcpStream::connect(server).await.unwrap();
+    idle.write_all(HEALTHZ).await.unwrap();
+    assert_eq!(read_response(&mut idle).await.0, 200);
+    let mut busy = TcpStream::connect(server).await.unwrap();
+    let body = b"grant_type=client_credentials";
+    busy.write_all(
+        format!(
+            "POST /token HTTP/1.1\r\nHost: {server}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    busy.write_all(&body[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    stop.send(()).unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(2))
+            .await
+            .is_some(),
+        "an idle connection is closed at once"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        TcpStream::connect(server).await.is_err(),
+        "no new connections are accepted"
+    );
+    busy.write_all(&body[5..]).await.unwrap();
+    let (status, _) = read_response(&mut busy).await;
+    assert!(
+        (400..500).contains(&status),
+        "the request in progress is answered (refused: no client), not cut: {status}"
+    );
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the server stops once its requests are done")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
+    }
+}
