@@ -1,70 +1,94 @@
-//! Cost of authentication on the MCP endpoint: `tools/call` of a trivial tool through the
-//! bearer layer, the same call with authentication off (`mcp.open`) in the same binary, and
-//! a bare axum handler returning a fixed JSON-RPC body, each loaded by `wrk` (a separate
-//! process) at 32 connections. Requires `wrk` (`apt-get install wrk`).
+//! MCP `tools/call` (`add_numbers`) under load, each case driven by `wrk` (a separate process)
+//! over keep-alive connections, beside a bare axum handler returning a fixed JSON-RPC body
+//! (the floor: HTTP, JSON and wrk's own cost) in the same run. Read the figures as ratios to
+//! that floor: these machines are noisy.
 //!
-//!     cargo bench -p mcp-oauth --bench mcp_call
+//! Cases:
+//! - the one real clients send: a stateful session (`initialize`, then
+//!   `notifications/initialized`, then calls with `Mcp-Session-Id`), `Accept: application/json,
+//!   text/event-stream`, answered as an SSE stream, with an access token from the token
+//!   endpoint;
+//! - the same call in protocol 2026-07-28 (no session; `_meta` and `Mcp-Method` headers), SSE;
+//! - the plain-JSON stateless mode (`mcp.json_response`), with and without authentication, for
+//!   the cost of the bearer layer alone.
 //!
-//! Knobs: BENCH_SECONDS (per scenario, default 10), BENCH_CONNECTIONS (default 32).
+//! Streamed (SSE) responses are written in several segments: without `TCP_NODELAY` on the
+//! accepted sockets each of them waited ~40 ms for the client's delayed ACK.
+//!
+//!     cargo bench -p mcp-oauth --bench mcp_call             # needs wrk (apt-get install wrk)
+//!
+//! Knobs: BENCH_SECONDS (per case, default 5), BENCH_CONNECTIONS (default 32).
 
 use std::io::Write;
 use std::process::Command;
 
 use axum::Json;
 use axum::routing::post;
-use serde_json::json;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use mcp_oauth::clock::Clock;
 use mcp_oauth::config::RawSettings;
 use mcp_oauth::startup::{Application, connect_db};
-use mcp_oauth_core::domain::{ResourceUri, ScopeSet};
-use mcp_oauth_core::oauth::access_token::{MintAccessToken, mint_claims};
+use mcp_oauth::state::AppState;
+use mcp_oauth_core::domain::SecretHash;
+use mcp_oauth_store::{ClientRow, NewAuthorization, UserRow};
 
 const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add_numbers","arguments":{"a":2,"b":40}}}"#;
+const CALL_2026: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add_numbers","arguments":{"a":2,"b":40},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"bench","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+const STATEFUL_VERSION: &str = "2025-11-25";
+const REDIRECT: &str = "http://127.0.0.1:9/callback";
+const VERIFIER: &str = "bench-verifier-bench-verifier-bench-verifier-0001";
 
-const WRK_SCRIPT: &str = r#"
-wrk.method = "POST"
-wrk.body = os.getenv("BENCH_BODY")
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Accept"] = "application/json, text/event-stream"
-wrk.headers["MCP-Protocol-Version"] = "2025-11-25"
-local token = os.getenv("BENCH_TOKEN")
-if token ~= nil and #token > 0 then wrk.headers["Authorization"] = "Bearer " .. token end
-response = function(status, headers, body)
-  if status ~= 200 then error("unexpected status " .. status .. ": " .. body) end
-end
-"#;
-
-async fn spawn(open: bool) -> (Application, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let db_path = std::env::temp_dir().join(format!(
-        "mcp_oauth_bench_mcp_{}_{open}.db",
-        std::process::id()
-    ));
-    let mut raw = RawSettings {
-        public_url: format!("http://{addr}"),
-        listen: addr.to_string(),
-        database_url: format!("sqlite://{}?mode=rwc", db_path.display()).into(),
-        ..RawSettings::default()
-    };
-    raw.mcp.open = open;
-    raw.mcp.stateful = false;
-    raw.mcp.json_response = true;
-    raw.log_level = "warn".into();
-    let settings = raw.validate().unwrap();
-    let db = connect_db(&settings.database_url).await.unwrap();
-    let app = Application::build_on(settings, Clock::system(), db, listener)
-        .await
-        .unwrap();
-    (app, format!("http://{addr}"))
+/// One load case: what wrk sends.
+struct Case {
+    name: &'static str,
+    url: String,
+    body: &'static str,
+    headers: Vec<(&'static str, String)>,
+    /// Session ids to spread the requests over (one per connection, as clients have).
+    sessions: Vec<String>,
 }
 
-struct Result {
+struct Outcome {
     name: &'static str,
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+}
+
+/// A wrk script for `case`: POST its body with its headers, rotate over its sessions, and
+/// fail on anything but a 200 whose body carries the sum.
+fn script(case: &Case) -> String {
+    let lua_string = |s: &str| format!("{s:?}");
+    let mut lua = String::from("wrk.method = \"POST\"\nwrk.body = os.getenv(\"BENCH_BODY\")\n");
+    lua.push_str("wrk.headers[\"Content-Type\"] = \"application/json\"\n");
+    lua.push_str("wrk.headers[\"Accept\"] = \"application/json, text/event-stream\"\n");
+    for (name, value) in &case.headers {
+        lua.push_str(&format!(
+            "wrk.headers[{}] = {}\n",
+            lua_string(name),
+            lua_string(value)
+        ));
+    }
+    if !case.sessions.is_empty() {
+        let list: Vec<String> = case.sessions.iter().map(|s| lua_string(s)).collect();
+        lua.push_str(&format!(
+            "local sessions = {{{}}}\nlocal n = 0\n\
+             request = function()\n  n = n + 1\n  \
+             wrk.headers[\"Mcp-Session-Id\"] = sessions[(n % #sessions) + 1]\n  \
+             return wrk.format()\nend\n",
+            list.join(", ")
+        ));
+    }
+    lua.push_str(
+        "response = function(status, headers, body)\n  \
+         if status ~= 200 or not string.find(body, \"42\", 1, true) then\n    \
+         error(\"unexpected answer \" .. status .. \": \" .. body)\n  end\nend\n",
+    );
+    lua
 }
 
 fn parse_ms(s: &str) -> f64 {
@@ -80,14 +104,12 @@ fn parse_ms(s: &str) -> f64 {
     }
 }
 
-fn wrk(
-    name: &'static str,
-    url: &str,
-    token: &str,
-    script: &std::path::Path,
-    seconds: u64,
-    connections: u64,
-) -> Result {
+fn wrk(case: &Case, seconds: u64, connections: u64) -> Outcome {
+    let path = std::env::temp_dir().join(format!("mcp_call-{}.lua", std::process::id()));
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(script(case).as_bytes())
+        .unwrap();
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -96,16 +118,17 @@ fn wrk(
             "--latency",
             "-s",
         ])
-        .arg(script)
-        .arg(url)
-        .env("BENCH_BODY", CALL)
-        .env("BENCH_TOKEN", token)
+        .arg(&path)
+        .arg(&case.url)
+        .env("BENCH_BODY", case.body)
         .output()
         .expect("wrk is installed (apt-get install wrk)");
+    let _ = std::fs::remove_file(&path);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && !text.contains("Non-2xx"),
-        "wrk failed for {name}:\n{text}\n{}",
+        "wrk failed for {}:\n{text}\n{}",
+        case.name,
         String::from_utf8_lossy(&out.stderr)
     );
     let field = |prefix: &str| {
@@ -113,12 +136,150 @@ fn wrk(
             .find_map(|l| l.trim().strip_prefix(prefix).map(str::to_owned))
             .unwrap_or_default()
     };
-    Result {
-        name,
+    Outcome {
+        name: case.name,
         rps: field("Requests/sec:").trim().parse().unwrap_or(f64::NAN),
         p50_ms: parse_ms(&field("50%")),
         p99_ms: parse_ms(&field("99%")),
     }
+}
+
+/// Start a server; its state (for the database) and URL.
+async fn spawn(name: &str, edit: impl FnOnce(&mut RawSettings)) -> (AppState, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let db_path = std::env::temp_dir().join(format!(
+        "mcp_oauth_bench_mcp_{}_{name}.db",
+        std::process::id()
+    ));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db_path.display()));
+    }
+    let mut raw = RawSettings {
+        public_url: format!("http://{addr}"),
+        listen: addr.to_string(),
+        database_url: format!("sqlite://{}?mode=rwc", db_path.display()).into(),
+        ..RawSettings::default()
+    };
+    raw.log_level = "warn".into();
+    edit(&mut raw);
+    let settings = raw.validate().unwrap();
+    let db = connect_db(&settings.database_url).await.unwrap();
+    let app = Application::build_on(settings, Clock::system(), db, listener)
+        .await
+        .unwrap();
+    let state = app.state().clone();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    (state, format!("http://{addr}"))
+}
+
+/// An access token from the token endpoint: a user, a public client and an authorization
+/// put straight into the database, and the code exchanged as a client would.
+async fn access_token(app: &AppState, issuer: &str) -> String {
+    let db = &app.db;
+    let now = Clock::system().now();
+    db.insert_user(&UserRow {
+        id: "bench-user".into(),
+        email: "bench@example.com".into(),
+        password_hash: None,
+        is_admin: 0,
+        created_at: now,
+        disabled_at: None,
+    })
+    .await
+    .unwrap();
+    let metadata = json!({"client_name": "bench", "redirect_uris": [REDIRECT], "grant_types": ["authorization_code"],
+                          "response_types": ["code"], "token_endpoint_auth_method": "none"});
+    db.insert_client(&ClientRow {
+        id: "bench-client".into(),
+        kind: "preregistered".into(),
+        metadata: metadata.to_string(),
+        secret_hash: None,
+        metadata_hash: None,
+        created_at: now,
+        last_used_at: None,
+        refresh_after: None,
+    })
+    .await
+    .unwrap();
+    let code = format!("bench-code-{}", "c".repeat(32));
+    db.insert_authorization(&NewAuthorization {
+        grant_id: "bench-grant".into(),
+        client_id: "bench-client".into(),
+        user_id: "bench-user".into(),
+        scope: "mcp".into(),
+        resource: format!("{issuer}/mcp"),
+        code_hash: SecretHash::of(&code).as_str().to_owned(),
+        redirect_uri: REDIRECT.into(),
+        redirect_uri_explicit: true,
+        code_challenge: URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes())),
+        now,
+        code_expires_at: now + 3600,
+    })
+    .await
+    .unwrap();
+    let r: Value = reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("client_id", "bench-client"),
+            ("code_verifier", VERIFIER),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a token: {r}"))
+        .to_owned()
+}
+
+/// Open a stateful MCP session as a client does; its id.
+async fn session(http: &reqwest::Client, url: &str, token: &str) -> String {
+    let post = |body: Value, session: Option<&str>| {
+        let mut r = http
+            .post(url)
+            .bearer_auth(token)
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(s) = session {
+            r = r
+                .header("mcp-session-id", s)
+                .header("mcp-protocol-version", STATEFUL_VERSION);
+        }
+        r.send()
+    };
+    let init = post(
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": STATEFUL_VERSION, "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "0"}}}),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(init.status().is_success(), "initialize: {}", init.status());
+    let id = init
+        .headers()
+        .get("mcp-session-id")
+        .expect("a session id")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let _ = init.bytes().await;
+    let ack = post(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        Some(&id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ack.status().as_u16(), 202, "notifications/initialized");
+    id
 }
 
 #[tokio::main]
@@ -126,32 +287,25 @@ async fn main() {
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(5);
     let connections: u64 = std::env::var("BENCH_CONNECTIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(32);
 
-    let (auth_app, auth_url) = spawn(false).await;
-    let token = {
-        let resource = ResourceUri::parse(&format!("{auth_url}/mcp")).unwrap();
-        let claims = mint_claims(MintAccessToken {
-            issuer: &auth_url,
-            subject: "bench-user",
-            resource: &resource,
-            client_id: "bench-client",
-            scope: &ScopeSet::parse("mcp").unwrap(),
-            grant_id: Some("bench-grant"),
-            auth_time: None,
-            now: Clock::system().now(),
-            lifetime: 3600,
-            jti: "bench-jti".into(),
-        });
-        auth_app.state().keys.sign(&claims).unwrap()
+    // The default configuration (stateful sessions, SSE) serves the first two cases.
+    let (app, url) = spawn("stateful", |_| {}).await;
+    let token = access_token(&app, &url).await;
+    let json_mode = |open: bool| {
+        move |raw: &mut RawSettings| {
+            raw.mcp.stateful = false;
+            raw.mcp.json_response = true;
+            raw.mcp.open = open;
+        }
     };
-    let (open_app, open_url) = spawn(true).await;
-    tokio::spawn(auth_app.run_until_stopped(std::future::pending()));
-    tokio::spawn(open_app.run_until_stopped(std::future::pending()));
+    let (json_app, json_url) = spawn("json", json_mode(false)).await;
+    let json_token = access_token(&json_app, &json_url).await;
+    let (_open_app, open_url) = spawn("open", json_mode(true)).await;
 
     let bare = {
         let body = json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "The sum of 2 and 40 is 42."}], "isError": false}});
@@ -168,73 +322,87 @@ async fn main() {
         format!("http://{addr}")
     };
 
-    let script = tempfile_path("mcp_call.lua");
-    std::fs::File::create(&script)
-        .unwrap()
-        .write_all(WRK_SCRIPT.as_bytes())
-        .unwrap();
-    // Warm both servers up.
-    let _ = wrk(
-        "warm-up",
-        &format!("{auth_url}/mcp"),
-        &token,
-        &script,
-        2,
-        connections,
-    );
-    let _ = wrk(
-        "warm-up",
-        &format!("{open_url}/mcp"),
-        "",
-        &script,
-        2,
-        connections,
-    );
-
-    let results = [
-        wrk(
-            "bare axum handler (fixed body)",
-            &format!("{bare}/mcp"),
-            "",
-            &script,
-            seconds,
-            connections,
-        ),
-        wrk(
-            "tools/call, authentication off",
-            &format!("{open_url}/mcp"),
-            "",
-            &script,
-            seconds,
-            connections,
-        ),
-        wrk(
-            "tools/call, authenticated",
-            &format!("{auth_url}/mcp"),
-            &token,
-            &script,
-            seconds,
-            connections,
-        ),
+    let http = reqwest::Client::new();
+    let mut sessions = Vec::new();
+    for _ in 0..connections {
+        sessions.push(session(&http, &format!("{url}/mcp"), &token).await);
+    }
+    let bearer = |t: &str| ("Authorization", format!("Bearer {t}"));
+    let cases = [
+        Case {
+            name: "bare axum handler (floor)",
+            url: format!("{bare}/mcp"),
+            body: CALL,
+            headers: vec![],
+            sessions: vec![],
+        },
+        Case {
+            name: "stateful session, SSE",
+            url: format!("{url}/mcp"),
+            body: CALL,
+            headers: vec![
+                bearer(&token),
+                ("MCP-Protocol-Version", STATEFUL_VERSION.into()),
+            ],
+            sessions,
+        },
+        Case {
+            name: "2026-07-28 stateless, SSE",
+            url: format!("{url}/mcp"),
+            body: CALL_2026,
+            headers: vec![
+                bearer(&token),
+                ("MCP-Protocol-Version", "2026-07-28".into()),
+                ("Mcp-Method", "tools/call".into()),
+                ("Mcp-Name", "add_numbers".into()),
+            ],
+            sessions: vec![],
+        },
+        Case {
+            name: "stateless JSON, authenticated",
+            url: format!("{json_url}/mcp"),
+            body: CALL,
+            headers: vec![
+                bearer(&json_token),
+                ("MCP-Protocol-Version", STATEFUL_VERSION.into()),
+            ],
+            sessions: vec![],
+        },
+        Case {
+            name: "stateless JSON, authentication off",
+            url: format!("{open_url}/mcp"),
+            body: CALL,
+            headers: vec![("MCP-Protocol-Version", STATEFUL_VERSION.into())],
+            sessions: vec![],
+        },
     ];
+
+    for case in &cases {
+        let _ = wrk(case, 1, connections);
+    }
+    let outcomes: Vec<Outcome> = cases
+        .iter()
+        .map(|case| wrk(case, seconds, connections))
+        .collect();
+
     println!(
-        "\nMCP tools/call (add_numbers), {connections} connections, {seconds} s per scenario, wrk -t2"
+        "\nMCP tools/call (add_numbers), {connections} keep-alive connections, {seconds} s per case, wrk -t2"
     );
     println!(
-        "{:<34} {:>10} {:>9} {:>9}",
-        "scenario", "req/s", "p50 ms", "p99 ms"
+        "{:<36} {:>10} {:>9} {:>9} {:>9}",
+        "case", "req/s", "p50 ms", "p99 ms", "of floor"
     );
-    for r in &results {
+    let floor = outcomes[0].rps;
+    for o in &outcomes {
         println!(
-            "{:<34} {:>10.0} {:>9.2} {:>9.2}",
-            r.name, r.rps, r.p50_ms, r.p99_ms
+            "{:<36} {:>10.0} {:>9.2} {:>9.2} {:>8.0}%",
+            o.name,
+            o.rps,
+            o.p50_ms,
+            o.p99_ms,
+            100.0 * o.rps / floor
         );
     }
-    let cost = 100.0 * (1.0 - results[2].rps / results[1].rps);
-    println!("authentication costs {cost:.1}% of throughput (target: under 15%)");
-    let _ = std::fs::remove_file(script);
-}
-
-fn tempfile_path(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("{}-{name}", std::process::id()))
+    let cost = 100.0 * (1.0 - outcomes[3].rps / outcomes[4].rps);
+    println!("authentication costs {cost:.1}% of stateless JSON throughput (target: under 15%)");
 }

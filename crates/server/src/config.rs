@@ -43,6 +43,7 @@ pub struct RawSettings {
     pub login: LoginSettings,
     pub mcp: McpSettings,
     pub metrics: MetricsSettings,
+    pub http: HttpSettings,
 }
 
 /// The Prometheus metrics at `/metrics`.
@@ -59,6 +60,42 @@ impl Default for MetricsSettings {
     fn default() -> Self {
         Self {
             allowed_cidrs: vec!["127.0.0.0/8".into(), "::1/128".into()],
+        }
+    }
+}
+
+/// The HTTP listener: timeouts and connection limits, so that slow or idle clients cannot
+/// hold connections (and file descriptors) forever. See
+/// `mcp_oauth_core::security::connections` for how the two connection timeouts interact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Seconds a new connection has to deliver a complete request head (after its TLS
+    /// handshake, which this also bounds), and an HTTP/1.1 keep-alive connection to complete
+    /// the head of its next request from the request's first byte.
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a connection may stay open with no request in progress (HTTP/1.1 keep-alive,
+    /// HTTP/2 without open streams).
+    pub keep_alive_timeout_seconds: u64,
+    /// Seconds a request body has to arrive in full, counted from its request head; a slower
+    /// one is answered 408 and its connection closed.
+    pub request_body_timeout_seconds: u64,
+    /// Open connections at most; at the limit the server stops accepting (new connections
+    /// wait in the kernel's backlog) until one closes. Keep it under the open-file limit.
+    pub max_connections: usize,
+    /// Open connections at most from one client IP (IPv6: one /64); more are closed at once.
+    /// Peers in `trusted_proxies` are exempt: a reverse proxy carries everyone's.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_seconds: 10,
+            keep_alive_timeout_seconds: 60,
+            request_body_timeout_seconds: 30,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -116,6 +153,69 @@ pub struct KeysSettings {
     #[serde(skip_serializing)]
     #[serde(deserialize_with = "list::deserialize_secrets")]
     pub previous_encryption_keys: Vec<SecretString>,
+}
+
+impl HttpSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value, min, max) in [
+            (
+                "http.header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+                1,
+                300,
+            ),
+            (
+                "http.keep_alive_timeout_seconds",
+                self.keep_alive_timeout_seconds,
+                1,
+                3_600,
+            ),
+            (
+                "http.request_body_timeout_seconds",
+                self.request_body_timeout_seconds,
+                1,
+                3_600,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                return Err(bad(
+                    key,
+                    format!("{value} is outside {min}..={max} seconds"),
+                ));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(bad(
+                "http.max_connections",
+                format!(
+                    "{} is outside 1..=1000000 (and must stay under the open-file limit)",
+                    self.max_connections
+                ),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.max_connections_per_ip) {
+            return Err(bad(
+                "http.max_connections_per_ip",
+                format!(
+                    "{} is outside 1..=1000000 (at or above http.max_connections, there is no per-IP limit)",
+                    self.max_connections_per_ip
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn header_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.header_read_timeout_seconds)
+    }
+
+    pub fn keep_alive_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.keep_alive_timeout_seconds)
+    }
+
+    pub fn request_body_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.request_body_timeout_seconds)
+    }
 }
 
 /// The protected MCP server.
@@ -387,6 +487,7 @@ impl Default for RawSettings {
             login: LoginSettings::default(),
             mcp: McpSettings::default(),
             metrics: MetricsSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -619,6 +720,7 @@ pub struct Settings {
     /// The resources that accept client-credentials tokens (none unless
     /// `mcp.accept_client_credentials`).
     pub client_token_resources: Vec<ResourceUri>,
+    pub http: HttpSettings,
 }
 
 impl Settings {
@@ -877,6 +979,7 @@ impl RawSettings {
         if !(1..=400).contains(&l.device_ttl_days) {
             return Err(bad("login.device_ttl_days", "must be between 1 and 400"));
         }
+        self.http.validate()?;
         if self.housekeeping.interval_seconds == 0 {
             return Err(bad("housekeeping.interval_seconds", "must be at least 1"));
         }
@@ -984,6 +1087,7 @@ impl RawSettings {
             scope_implications: self.scopes.implies,
             client_token_resources,
             resources,
+            http: self.http,
         })
     }
 }
@@ -1112,6 +1216,35 @@ mod tests {
         ] {
             let mut r = raw();
             edit(&mut r.mcp);
+            assert_eq!(r.validate().unwrap_err().key, key);
+        }
+    }
+
+    #[test]
+    fn http_limits_are_range_checked_naming_their_key() {
+        type Edit = fn(&mut HttpSettings);
+        let cases: [(Edit, &str); 5] = [
+            (
+                |h| h.header_read_timeout_seconds = 0,
+                "http.header_read_timeout_seconds",
+            ),
+            (
+                |h| h.keep_alive_timeout_seconds = 0,
+                "http.keep_alive_timeout_seconds",
+            ),
+            (
+                |h| h.request_body_timeout_seconds = 7_200,
+                "http.request_body_timeout_seconds",
+            ),
+            (|h| h.max_connections = 0, "http.max_connections"),
+            (
+                |h| h.max_connections_per_ip = 0,
+                "http.max_connections_per_ip",
+            ),
+        ];
+        for (edit, key) in cases {
+            let mut r = raw();
+            edit(&mut r.http);
             assert_eq!(r.validate().unwrap_err().key, key);
         }
     }

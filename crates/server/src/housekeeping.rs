@@ -1,5 +1,7 @@
 //! Background work on a schedule: deleting what has expired, reloading signing keys rotated
-//! by another instance, polling published revocations, and closing idle MCP sessions.
+//! by another instance, polling published revocations, closing idle MCP sessions, and
+//! watching the database's health. While the database is known to be down each task skips
+//! its turn quietly: the outage is logged once, by `db_health`, not once per poll.
 
 use std::time::Duration;
 
@@ -35,7 +37,12 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
             let mut tick = tokio::time::interval(state.settings.housekeeping_interval);
             loop {
                 tick.tick().await;
-                if let Err(e) = run_cleanup(&state).await {
+                if state.db_health.is_down() {
+                    continue;
+                }
+                if let Err(e) = run_cleanup(&state).await
+                    && !state.db_health.observe_any(&e)
+                {
                     tracing::error!(error = ?format!("{e:#}"), "cleanup failed");
                 }
             }
@@ -48,7 +55,12 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Err(e) = state.keys.reload(state.clock.now()).await {
+                if state.db_health.is_down() {
+                    continue;
+                }
+                if let Err(e) = state.keys.reload(state.clock.now()).await
+                    && !state.db_health.observe_any(&e)
+                {
                     tracing::error!(error = ?format!("{e:#}"), "reloading signing keys failed");
                 }
             }
@@ -61,7 +73,12 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Err(e) = state.revocations.poll(&state.db, state.clock.now()).await {
+                if state.db_health.is_down() {
+                    continue;
+                }
+                if let Err(e) = state.revocations.poll(&state.db, state.clock.now()).await
+                    && !state.db_health.observe(&e)
+                {
                     tracing::warn!(error = ?e.to_string(), "polling revocations failed");
                 }
             }
@@ -86,5 +103,6 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
             }
         })
     };
-    vec![cleanup, keys, revocations, mcp_sessions]
+    let health = crate::db_health::spawn_monitor(state.db_health.clone(), state.db.clone());
+    vec![cleanup, keys, revocations, mcp_sessions, health]
 }

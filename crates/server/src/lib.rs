@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod db_health;
 pub mod housekeeping;
 pub mod http;
 pub mod identity;

@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum_server::tls_rustls::RustlsConfig;
 use tokio::net::TcpListener;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -21,6 +20,7 @@ use mcp_oauth_store::{ConnectOptions, Db};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::middleware::{self, REQUEST_ID, RandomRequestId};
+use crate::http::serve::{ServeOptions, load_tls, serve};
 use crate::identity::{account, login, setup};
 use crate::keys::KeyStore;
 use crate::keys::encryption::KeyRing;
@@ -31,7 +31,7 @@ pub struct Application {
     router: Router,
     state: AppState,
     /// Certificate and key when the server terminates TLS itself.
-    tls: Option<RustlsConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Connect and migrate, with errors that say what to fix.
@@ -94,13 +94,30 @@ async fn healthz() -> impl IntoResponse {
     "ok"
 }
 
+/// How long readiness waits for the database: a probe must get an answer within a second.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    match state.db.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(e) => {
-            tracing::warn!(error = ?e.to_string(), "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+    let not_ready = |why: &'static str| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            why,
+        )
+            .into_response()
+    };
+    if state.db_health.is_down() {
+        return not_ready("database unreachable");
+    }
+    match tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        Ok(Err(e)) => {
+            if !state.db_health.observe(&e) {
+                tracing::warn!(error = ?e.to_string(), "readiness check failed");
+            }
+            not_ready("database unreachable")
         }
+        Err(_) => not_ready("database did not answer in time"),
     }
 }
 
@@ -114,8 +131,9 @@ async fn home(axum::extract::State(state): axum::extract::State<AppState>) -> im
 
 pub fn router(state: AppState) -> Router {
     let base = state.settings.base_path().to_owned();
-    let app = Router::new()
-        .route("/", get(home))
+    // Pages backed by the database (sessions, accounts): an error page at once while it is
+    // known to be unreachable.
+    let pages = Router::new()
         .route("/login", get(login::login_get).post(login::login_post))
         .route("/logout", axum::routing::post(login::logout_post))
         .route("/setup", get(setup::setup_get).post(setup::setup_post))
@@ -124,6 +142,13 @@ pub fn router(state: AppState) -> Router {
             "/account/revoke",
             axum::routing::post(account::account_revoke_post),
         )
+        .route_layer(from_fn_with_state(
+            state.db_health.clone(),
+            crate::db_health::page_needs_database,
+        ));
+    let app = Router::new()
+        .route("/", get(home))
+        .merge(pages)
         .route("/static/app.css", get(crate::web::stylesheet))
         .merge(crate::oauth::router(&state))
         .merge(crate::mcp::router(&state));
@@ -140,6 +165,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::mcp::well_known_router(&state))
         .merge(app)
         .fallback(not_found)
+        .layer(from_fn_with_state(
+            state.settings.http.request_body_timeout(),
+            middleware::request_body_deadline,
+        ))
         .layer(from_fn_with_state(state.clone(), middleware::error_pages))
         .layer(from_fn(middleware::security_headers))
         .layer(from_fn(middleware::log_errors));
@@ -195,20 +224,13 @@ impl Application {
         .await
         .context("loading signing keys failed")?;
         let tls = match &settings.tls {
-            Some(t) => {
-                // aws-lc-rs is the only rustls provider compiled in; make it the default explicitly.
-                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-                let config = RustlsConfig::from_pem_file(&t.cert_file, &t.key_file)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "`tls`: cannot load the certificate {} and key {} (PEM files expected)",
-                            t.cert_file.display(),
-                            t.key_file.display()
-                        )
-                    })?;
-                Some(config)
-            }
+            Some(t) => Some(load_tls(&t.cert_file, &t.key_file).with_context(|| {
+                format!(
+                    "`tls`: cannot load the certificate {} and key {} (PEM files expected)",
+                    t.cert_file.display(),
+                    t.key_file.display()
+                )
+            })?),
             None => None,
         };
         let state = AppState::new(settings, db, clock, keys)?;
@@ -256,38 +278,13 @@ impl Application {
             shutdown.await;
             streams.cancel();
         };
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let result = match self.tls {
-            None => {
-                axum::serve(self.listener, service)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-            }
-            Some(config) => {
-                let handle = axum_server::Handle::new();
-                let on_signal = handle.clone();
-                tokio::spawn(async move {
-                    shutdown.await;
-                    on_signal.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-                });
-                let listener = self
-                    .listener
-                    .into_std()
-                    .context("preparing the TLS listener")?;
-                axum_server::from_tcp_rustls(listener, config)
-                    .context("preparing the TLS listener")?
-                    .handle(handle)
-                    .serve(service)
-                    .await
-            }
-        };
+        let options = ServeOptions::new(&self.state.settings, self.tls);
+        serve(self.listener, self.router, options, shutdown).await;
         for t in tasks {
             t.abort();
         }
         self.state.db.close().await;
-        result.context("the HTTP server failed")
+        Ok(())
     }
 }
 

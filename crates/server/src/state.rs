@@ -14,6 +14,7 @@ use mcp_oauth_store::Db;
 
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::db_health::DbHealth;
 use crate::identity::setup::SetupToken;
 use crate::keys::KeyStore;
 use crate::mcp::sessions::McpSessions;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub origin: Arc<str>,
     pub scope_hierarchy: Arc<ScopeHierarchy>,
     pub verified_tokens: Arc<VerifiedTokens>,
+    /// Whether the database is known to be unreachable (then requests needing it get 503).
+    pub db_health: Arc<DbHealth>,
     /// Cancelled at shutdown, so that long-lived MCP streams end and the server can stop.
     pub shutdown: CancellationToken,
     /// This application's metrics (its own registry: see `crate::metrics`).
@@ -68,6 +71,7 @@ impl AppState {
         let settings_implications = settings.scope_implications.clone();
         let metrics = Arc::new(Metrics::default());
         let mcp_sessions = McpSessions::local(&settings.mcp, clock.clone(), &metrics);
+        let db_health = Arc::new(DbHealth::new(db.backend()));
         Ok(Self {
             settings: Arc::new(settings),
             db,
@@ -82,6 +86,7 @@ impl AppState {
             origin: origin.into(),
             scope_hierarchy: Arc::new(ScopeHierarchy::new(settings_implications)),
             verified_tokens: Arc::default(),
+            db_health,
             shutdown: CancellationToken::new(),
             metrics,
             mcp_sessions,

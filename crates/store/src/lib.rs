@@ -48,10 +48,30 @@ pub enum StoreError {
     Conflict,
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The database cannot be reached right now (see [`is_unavailable`]): worth retrying
+    /// later, unlike a query it refused.
+    #[error("the database is unreachable: {0}")]
+    Unavailable(sqlx::Error),
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_unavailable(&e) {
+            Self::Unavailable(e)
+        } else {
+            Self::Database(e)
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -60,8 +80,33 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 fn conflict_aware(e: sqlx::Error) -> StoreError {
     match e.as_database_error() {
         Some(db) if db.is_unique_violation() => StoreError::Conflict,
-        _ => StoreError::Database(e),
+        _ => StoreError::from(e),
     }
+}
+
+/// Whether `e` says the database cannot be reached, rather than that it refused a query:
+/// the connection failed (I/O, TLS), no connection could be had in time (the pool retries a
+/// refused connect until its acquire timeout), the pool is closed, or PostgreSQL reported a
+/// connection exception (SQLSTATE class 08) or is shutting down or starting up (57P01
+/// admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 57P04 database_dropped,
+/// 57P05 idle_session_timeout).
+///
+/// SQLite's errors, "database is locked" and I/O errors included, arrive as database errors
+/// with numeric result codes and are not classified here: the file is local, and there is no
+/// outage to wait out.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| is_unavailable_sqlstate(&code)),
+        _ => false,
+    }
+}
+
+fn is_unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "57P04" | "57P05")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +144,10 @@ impl Default for ConnectOptions {
     fn default() -> Self {
         Self {
             max_connections: 10,
-            acquire_timeout: Duration::from_secs(5),
+            // When PostgreSQL is down, the pool retries refused connects until this runs out,
+            // so it bounds how long the request that discovers an outage waits (the ones
+            // after it are answered at once; see the server's database health).
+            acquire_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -168,7 +216,7 @@ impl Db {
         Ok(())
     }
 
-    /// Round trip to the database, for readiness checks.
+    /// Round trip to the database, for readiness checks and the health monitor.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -187,5 +235,41 @@ impl Db {
             Backend::Postgres => self.pool.begin().await?,
         };
         Ok(tx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_are_unavailable_and_query_errors_are_not() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        for (e, unavailable) in [
+            (io, true),
+            (sqlx::Error::PoolTimedOut, true),
+            (sqlx::Error::PoolClosed, true),
+            (sqlx::Error::RowNotFound, false),
+            (sqlx::Error::Protocol("bad message".into()), false),
+        ] {
+            let text = e.to_string();
+            assert_eq!(StoreError::from(e).is_unavailable(), unavailable, "{text}");
+        }
+    }
+
+    #[test]
+    fn postgres_connection_and_shutdown_sqlstates_are_unavailable() {
+        for code in [
+            "08000", "08003", "08006", "08001", "08004", "57P01", "57P02", "57P03",
+        ] {
+            assert!(is_unavailable_sqlstate(code), "{code}");
+        }
+        // Constraint violations, syntax errors, serialization failures, query cancellation,
+        // and SQLite's numeric codes (5 = busy, 10 = I/O error, 13 = full, 14 = cannot open).
+        for code in [
+            "23505", "42601", "40001", "57014", "5", "10", "13", "14", "517",
+        ] {
+            assert!(!is_unavailable_sqlstate(code), "{code}");
+        }
     }
 }

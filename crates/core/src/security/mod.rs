@@ -2,4 +2,5 @@
 //! detectors. Pure, with time passed in.
 
 pub mod address;
+pub mod connections;
 pub mod login_throttle;

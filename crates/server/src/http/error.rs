@@ -1,5 +1,6 @@
 //! Errors as responses. An OAuth error is shown to the client in its RFC's shape; anything
-//! internal becomes an opaque 500 whose cause is logged once, by the `log_errors` layer.
+//! internal becomes an opaque 500 whose cause is logged once, by the `log_errors` layer,
+//! except an unreachable database, which is a 503 with `Retry-After` (worth retrying).
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -11,6 +12,50 @@ use mcp_oauth_core::oauth::{ErrorCode, OAuthError};
 /// The cause of a 500, carried in response extensions to the logging layer.
 #[derive(Debug, Clone)]
 pub struct InternalCause(pub String);
+
+/// Marks a response that failed because the database could not be reached, for
+/// `db_health`'s layer to trip its flag.
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseUnavailable;
+
+/// Whether an internal error is the database being unreachable.
+fn is_database_unavailable(e: &anyhow::Error) -> bool {
+    crate::db_health::store_error_in(e).is_some_and(mcp_oauth_store::StoreError::is_unavailable)
+}
+
+/// `Retry-After` (RFC 9110 §10.2.3) on a 503: the health monitor looks again every 250 ms,
+/// and answering a retry costs nothing while the database is down.
+fn retry_soon(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response.extensions_mut().insert(DatabaseUnavailable);
+}
+
+/// A JSON endpoint's answer while the database is unreachable: `temporarily_unavailable`
+/// (RFC 6749 §4.1.2.1, used for every endpoint here) with status 503.
+pub fn database_unavailable_api() -> Response {
+    let mut response = ApiError::OAuth(OAuthError::new(
+        ErrorCode::TemporarilyUnavailable,
+        "the service is temporarily unavailable; retry shortly",
+    ))
+    .into_response();
+    retry_soon(&mut response);
+    response
+}
+
+/// A browser page's answer while the database is unreachable.
+pub fn database_unavailable_page() -> Response {
+    let mut response = PageError::Status {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        title: "Temporarily unavailable",
+        detail: "The service cannot complete this request right now. Try again in a moment.".into(),
+        link: None,
+    }
+    .into_response();
+    retry_soon(&mut response);
+    response
+}
 
 /// `Cache-Control: no-store` and `Pragma: no-cache` (RFC 6749 §5.1, §5.2).
 pub fn no_store(response: &mut Response) {
@@ -48,6 +93,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (error, internal) = match self {
             Self::OAuth(e) => (e, None),
+            Self::Internal(cause) if is_database_unavailable(&cause) => {
+                let mut response = database_unavailable_api();
+                response
+                    .extensions_mut()
+                    .insert(InternalCause(format!("{cause:#}")));
+                return response;
+            }
             Self::Internal(cause) => (
                 OAuthError::new(ErrorCode::ServerError, "internal error"),
                 Some(InternalCause(format!("{cause:#}"))),
@@ -170,6 +222,13 @@ impl IntoResponse for PageError {
                 detail,
                 link,
             } => (status, title, detail, link, None),
+            Self::Internal(e) if is_database_unavailable(&e) => {
+                let mut response = database_unavailable_page();
+                response
+                    .extensions_mut()
+                    .insert(InternalCause(format!("{e:#}")));
+                return response;
+            }
             Self::Internal(e) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",

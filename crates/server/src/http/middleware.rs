@@ -147,3 +147,44 @@ pub fn close_if_body_unread(request: &axum::http::HeaderMap, response: &mut Resp
         announce_close(response);
     }
 }
+
+/// Every request body must arrive in full within `timeout` of its request head. A client that
+/// sends a body slowly (or stops) would otherwise hold its connection and the handler waiting
+/// on it for as long as it likes; the connection timeouts do not apply while a request is in
+/// progress. A body that misses the deadline fails to read, and whatever the handler made of
+/// that is replaced by `408 Request Timeout` (RFC 9110 §15.5.9) with `Connection: close`.
+pub async fn request_body_deadline(
+    State(timeout): State<std::time::Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tower_http::timeout::{DeadlineBody, TimeoutError};
+
+    let missed = Arc::new(AtomicBool::new(false));
+    let request = {
+        let missed = missed.clone();
+        request.map(|body| {
+            axum::body::Body::new(DeadlineBody::new(timeout, body).map_err(move |e| {
+                if e.is::<TimeoutError>() {
+                    missed.store(true, Ordering::Relaxed);
+                }
+                e
+            }))
+        })
+    };
+    let response = next.run(request).await;
+    if !missed.load(Ordering::Relaxed) {
+        return response;
+    }
+    tracing::info!("request body not received within http.request_body_timeout_seconds");
+    let mut response = (
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        "the request body did not arrive in time",
+    )
+        .into_response();
+    announce_close(&mut response);
+    response
+}

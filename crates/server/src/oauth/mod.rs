@@ -12,6 +12,7 @@ pub mod token;
 
 use axum::Router;
 use axum::http::{HeaderValue, Method};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 
@@ -33,13 +34,19 @@ pub fn cors(origins: &[String]) -> CorsLayer {
         .max_age(std::time::Duration::from_secs(600))
 }
 
-/// Endpoints under the issuer's path.
+/// Endpoints under the issuer's path. Those that need the database answer 503 at once
+/// while it is known to be unreachable; the JWKS is served from memory and stays up.
 pub fn router(state: &AppState) -> Router<AppState> {
+    let health = state.db_health.clone();
     let api = Router::new()
         .route("/token", post(token::token_post))
         .route("/register", post(register::register_post))
         .route("/revoke", post(revoke::revoke_post))
         .route("/introspect", post(introspect::introspect_post))
+        .route_layer(from_fn_with_state(
+            health.clone(),
+            crate::db_health::api_needs_database,
+        ))
         .route("/jwks.json", get(metadata::jwks_get))
         .layer(cors(&state.settings.cors_origins));
     Router::new()
@@ -47,6 +54,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/authorize",
             get(authorize::authorize_get).post(authorize::authorize_post),
         )
+        .route_layer(from_fn_with_state(
+            health,
+            crate::db_health::page_needs_database,
+        ))
         .merge(api)
 }
 

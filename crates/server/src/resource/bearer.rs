@@ -143,7 +143,13 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
     let now = state.clock.now();
     let verified = match state.verified_tokens.get(&token) {
         Some(verified) => verified,
-        None => match state.keys.verify_or_reload(&token, now).await {
+        // While the database is known to be down, an unknown key id cannot be looked up:
+        // answer at once instead of waiting for the pool.
+        None => match if state.db_health.is_down() {
+            state.keys.verify(&token)
+        } else {
+            state.keys.verify_or_reload(&token, now).await
+        } {
             Ok(claims) => {
                 let verified = Arc::new(VerifiedToken::new(claims));
                 state.verified_tokens.insert(&token, verified.clone());

@@ -530,3 +530,34 @@ fn check_config_never_prints_the_encryption_key_or_the_database_password() {
         assert!(printed.contains("keys.encryption_key"), "{printed}");
     }
 }
+
+/// Logs written to a pipe or a file carry no ANSI colour codes (issue 6, item 20): colour is
+/// for terminals only.
+#[test]
+fn logs_written_to_a_pipe_have_no_colour_codes() {
+    let cli = Cli::new();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    // `mcp.open` makes `serve` log a warning before it tries the (taken) port and stops.
+    let out = cli
+        .command(&[
+            "serve",
+            "--listen",
+            &addr,
+            "--public-url",
+            &format!("http://{addr}"),
+        ])
+        .env("MCP_OAUTH_MCP__OPEN", "true")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(
+        err.contains("mcp.open is set"),
+        "a log line was written: {err}"
+    );
+    assert!(
+        !out.stderr.contains(&0x1b),
+        "no escape (0x1b) byte in piped logs: {err:?}"
+    );
+    drop(busy);
+}

@@ -1702,3 +1702,28 @@ impl Drop for ServerProcess {
         }
     }
 }
+
+/// Spawn on a database the test manages itself (its own PostgreSQL cluster, say): it is
+/// migrated, but neither created nor dropped here.
+pub async fn spawn_app_on_database(
+    database_url: &str,
+    configure: impl FnOnce(&mut RawSettings),
+) -> TestApp {
+    init_tracing();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind port 0");
+    let addr = listener.local_addr().expect("local addr");
+    let mut raw = RawSettings {
+        public_url: format!("http://{addr}"),
+        listen: addr.to_string(),
+        database_url: database_url.into(),
+        ..RawSettings::default()
+    };
+    if database_url.starts_with("postgres") {
+        raw.keys.encryption_key = Some(TEST_ENCRYPTION_KEY.into());
+    }
+    configure(&mut raw);
+    let clock = Clock::manual(Clock::system().now());
+    start(raw, listener, clock, false).await
+}

@@ -11,6 +11,8 @@ mod cimd;
 mod cli;
 mod client_auth;
 mod client_credentials;
+mod connections;
+mod database_outage;
 mod housekeeping;
 mod introspection;
 mod keys;
