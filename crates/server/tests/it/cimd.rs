@@ -251,18 +251,7 @@ async fn with_metadata_documents_disabled_they_are_neither_advertised_nor_fetche
         raw.cimd.allow_loopback = true;
     })
     .await;
-    let m: Value = app
-        .http
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server",
-            app.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m = app.as_metadata().await;
     assert_eq!(m["client_id_metadata_document_supported"], false);
     error_page(
         authorize(&app, &docs.url, REDIRECT).await,

@@ -81,18 +81,7 @@ async fn by_default_no_resource_accepts_client_credentials_so_none_are_issued_or
         oauth_error(app.token_as(&client, &[GRANT]).await).await,
         (StatusCode::BAD_REQUEST, "invalid_target".into())
     );
-    let metadata: serde_json::Value = app
-        .http
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server",
-            app.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let metadata = app.as_metadata().await;
     assert!(
         !metadata["grant_types_supported"]
             .as_array()

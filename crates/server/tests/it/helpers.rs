@@ -489,6 +489,21 @@ impl ClientAuth {
 }
 
 impl TestApp {
+    /// The authorization server metadata document (RFC 8414) as served at the root.
+    pub async fn as_metadata(&self) -> Value {
+        self.http
+            .get(format!(
+                "{}/.well-known/oauth-authorization-server",
+                self.url
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// The MCP resource (the default audience): `<issuer>/mcp`.
     pub fn mcp_resource(&self) -> String {
         format!("{}/mcp", self.state.settings.issuer)

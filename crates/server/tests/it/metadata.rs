@@ -78,18 +78,7 @@ async fn authorization_server_metadata_advertises_what_mcp_clients_need() {
 #[tokio::test]
 async fn openid_configuration_serves_the_same_document() {
     let app = spawn_app().await;
-    let a: Value = app
-        .http
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server",
-            app.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a = app.as_metadata().await;
     let b: Value = app
         .http
         .get(format!("{}/.well-known/openid-configuration", app.url))

@@ -417,18 +417,7 @@ async fn registration_disabled_by_configuration_is_not_advertised() {
     // (MCP 2025-11-25 "Client Registration Approaches"); advertising one that refuses every
     // request stops them from falling back to a pre-registered client id.
     let app = spawn_app_with(|raw| raw.registration.enabled = false).await;
-    let m: Value = app
-        .http
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server",
-            app.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let m = app.as_metadata().await;
     assert!(m.get("registration_endpoint").is_none(), "{m}");
 }
 
