@@ -161,6 +161,34 @@ async fn forgive(
     Ok(())
 }
 
+/// An attempt admitted: the keys it was counted against, the delay before its password is
+/// checked, and whether it came from a trusted browser.
+type Admitted = (Vec<(ThrottleKey, ThrottlePolicy)>, u64, bool);
+
+/// Count an attempt on `email` and decide whether it may go ahead (`Err`: locked until then).
+/// A browser that signed in to this account before (`device`, its cookie's hash) is counted
+/// on its own; if its own count is locked, it is counted like any other browser.
+async fn admit_attempt(
+    state: &AppState,
+    email: &str,
+    ip: std::net::IpAddr,
+    device: Option<String>,
+    now: i64,
+) -> Result<Result<Admitted, i64>, PageError> {
+    let throttle = state.settings.login.throttle();
+    if let Some(hash) = device.as_deref() {
+        let keys = throttle.keys(email, ip, Some(hash));
+        if let Admission::Allowed { delay_ms } = register(state, &keys, now).await? {
+            return Ok(Ok((keys, delay_ms, true)));
+        }
+    }
+    let keys = throttle.keys(email, ip, None);
+    Ok(match register(state, &keys, now).await? {
+        Admission::Allowed { delay_ms } => Ok((keys, delay_ms, false)),
+        Admission::Locked { until } => Err(until),
+    })
+}
+
 pub async fn login_post(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -187,42 +215,26 @@ pub async fn login_post(
         false => state.db.find_user_by_email(&email).await?,
     };
 
-    // A browser that signed in to this account before is counted on its own; if its own
-    // count is locked, it is counted like any other browser.
-    let throttle = state.settings.login.throttle();
     let device = device::trusted_for(&state, &jar, user.as_ref().map(|u| u.id.as_str())).await?;
-    let mut admitted = None;
-    if let Some(hash) = device.as_deref() {
-        let keys = throttle.keys(&email, ip, Some(hash));
-        if let Admission::Allowed { delay_ms } = register(&state, &keys, now).await? {
-            admitted = Some((keys, delay_ms, true));
-        }
-    }
-    let (keys, delay_ms, trusted) = match admitted {
-        Some(a) => a,
-        None => {
-            let keys = throttle.keys(&email, ip, None);
-            match register(&state, &keys, now).await? {
-                Admission::Allowed { delay_ms } => (keys, delay_ms, false),
-                Admission::Locked { until } => {
-                    let minutes = ((until - now) + 59) / 60;
-                    tracing::warn!(%ip, "sign-in refused: throttle locked");
-                    let mut r = page(
-                        &state,
-                        jar,
-                        StatusCode::TOO_MANY_REQUESTS,
-                        &return_to,
-                        &form.email,
-                        Some(format!(
-                            "Too many failed sign-in attempts. Try again in {minutes} minute(s)."
-                        )),
-                    )?;
-                    if let Ok(v) = HeaderValue::from_str(&(until - now).max(1).to_string()) {
-                        r.headers_mut().insert(header::RETRY_AFTER, v);
-                    }
-                    return Ok(r);
-                }
+    let (keys, delay_ms, trusted) = match admit_attempt(&state, &email, ip, device, now).await? {
+        Ok(admitted) => admitted,
+        Err(until) => {
+            let minutes = ((until - now) + 59) / 60;
+            tracing::warn!(%ip, "sign-in refused: throttle locked");
+            let mut r = page(
+                &state,
+                jar,
+                StatusCode::TOO_MANY_REQUESTS,
+                &return_to,
+                &form.email,
+                Some(format!(
+                    "Too many failed sign-in attempts. Try again in {minutes} minute(s)."
+                )),
+            )?;
+            if let Ok(v) = HeaderValue::from_str(&(until - now).max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
             }
+            return Ok(r);
         }
     };
     // The delay comes before the password check, so a slow answer says nothing about it.
