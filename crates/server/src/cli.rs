@@ -115,7 +115,11 @@ pub enum ClientCommand {
         json: bool,
     },
     /// Remove a client; its grants and tokens are revoked.
-    Remove { client_id: String },
+    Remove {
+        /// Accepted even when it starts with `-` (ids minted before that was avoided).
+        #[arg(allow_hyphen_values = true)]
+        client_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

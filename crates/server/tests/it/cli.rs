@@ -195,6 +195,15 @@ fn client_add_list_and_remove() {
     assert!(one_line_failure(&again).contains(&id));
 }
 
+/// Ids minted before ids began with a letter or digit may start with `-`;
+/// `client remove` still reads them as the id, not as an option.
+#[test]
+fn client_remove_reads_an_id_that_starts_with_a_dash_as_the_id() {
+    let cli = Cli::new();
+    let out = cli.run(&["client", "remove", "-nKH72Wg6F_FzjrNzADL6Q"]);
+    assert!(one_line_failure(&out).contains("no client with id -nKH72Wg6F_FzjrNzADL6Q"));
+}
+
 #[test]
 fn a_public_client_gets_no_secret() {
     let cli = Cli::new();
