@@ -9,6 +9,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod analytics;
 pub mod domain;
 pub mod mcp;
 pub mod oauth;

@@ -12,6 +12,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod analytics;
 mod clients;
 mod codes;
 mod consents;
@@ -24,6 +25,7 @@ mod throttles;
 mod tokens;
 mod users;
 
+pub use analytics::AnalyticsRetention;
 pub use clients::ClientRow;
 pub use codes::{CodeRow, NewAuthorization};
 pub use consents::{ConnectedApp, ConsentRow};
@@ -131,8 +133,14 @@ impl Backend {
 #[derive(Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// For reads that may take a while (analytics): on a SQLite file, read-only connections
+    /// of their own, so they never hold the one write connection; otherwise `pool`.
+    reader: AnyPool,
     backend: Backend,
 }
+
+/// Read connections beside the writer on a SQLite file (WAL lets them read while it writes).
+const READERS: u32 = 4;
 
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
@@ -191,8 +199,28 @@ impl Db {
                 })
             });
         }
-        let pool = pool.connect_with(connect).await?;
-        Ok(Self { pool, backend })
+        let pool = pool.connect_with(connect.clone()).await?;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let reader = if backend == Backend::Sqlite && !in_memory {
+            AnyPoolOptions::new()
+                .max_connections(READERS)
+                .acquire_timeout(opts.acquire_timeout)
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        conn.execute("PRAGMA query_only = ON").await?;
+                        Ok(())
+                    })
+                })
+                .connect_lazy_with(connect)
+        } else {
+            pool.clone()
+        };
+        Ok(Self {
+            pool,
+            reader,
+            backend,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -223,6 +251,7 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        self.reader.close().await;
         self.pool.close().await;
     }
 

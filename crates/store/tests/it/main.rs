@@ -8,6 +8,7 @@
 #[macro_use]
 mod helpers;
 
+mod analytics;
 mod availability;
 mod clients;
 mod codes;

@@ -1,0 +1,604 @@
+//! The figures of a range, from summed rows: what `/analytics/api/summary`, the dashboard and
+//! `mcp-oauth analytics summary` show. Each figure is defined here once; the README's
+//! "How each figure is counted" section says the same in words.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+
+use super::{Dimensions, Histogram, Millis};
+
+/// Events with the same dimensions in a range, summed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub dims: Dimensions,
+    pub count: u64,
+    /// The time of the latest of them.
+    pub last_at: Millis,
+}
+
+/// The latency distribution of one `(kind, name, detail)` series over the range.
+#[derive(Debug, Clone, Default)]
+pub struct Latencies {
+    pub series: HashMap<(String, String, String), Histogram>,
+}
+
+impl Latencies {
+    pub fn add(&mut self, kind: &str, name: &str, detail: &str, h: &Histogram) {
+        self.series
+            .entry((kind.to_owned(), name.to_owned(), detail.to_owned()))
+            .or_default()
+            .merge(h);
+    }
+
+    /// The merged distribution of every series `keep` accepts.
+    pub fn merged(&self, keep: impl Fn(&str, &str, &str) -> bool) -> Histogram {
+        let mut out = Histogram::default();
+        for ((k, n, d), h) in &self.series {
+            if keep(k, n, d) {
+                out.merge(h);
+            }
+        }
+        out
+    }
+}
+
+/// Display names for the ids in the rows.
+#[derive(Debug, Clone, Default)]
+pub struct Names {
+    pub user_emails: HashMap<String, String>,
+    pub client_names: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub from: String,
+    pub to: String,
+    pub requests: Requests,
+    pub mcp: Mcp,
+    pub tools: Vec<Tool>,
+    pub users: Vec<User>,
+    pub clients: Vec<Client>,
+    pub oauth: OAuth,
+    /// Distinct signed-in users and OAuth clients seen in any event.
+    pub active_users: u64,
+    pub active_clients: u64,
+    /// Events the pipeline dropped because its queue was full.
+    pub dropped_events: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Requests {
+    pub total: u64,
+    /// Responses with status 400 or more.
+    pub errors: u64,
+    pub by_status: BTreeMap<String, u64>,
+    pub by_route: BTreeMap<String, u64>,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Mcp {
+    /// `initialize` requests answered with success.
+    pub sessions: u64,
+    /// MCP requests answered 401.
+    pub unauthorized: u64,
+    /// Messages per JSON-RPC method (requests and notifications).
+    pub methods: BTreeMap<String, u64>,
+    /// Messages per client software (`clientInfo` name/version).
+    pub by_software: BTreeMap<String, u64>,
+    pub by_protocol_version: BTreeMap<String, u64>,
+    /// HTTP requests per MCP transport.
+    pub by_transport: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Tool {
+    pub name: String,
+    pub calls: u64,
+    pub successes: u64,
+    pub tool_errors: u64,
+    pub protocol_errors: u64,
+    pub unique_users: u64,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct User {
+    pub user_id: String,
+    /// The account's email; the id when the account is gone.
+    pub email: String,
+    pub tool_calls: u64,
+    pub sessions: u64,
+    pub tools_used: u64,
+    pub clients: u64,
+    pub last_seen: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Client {
+    pub client_id: String,
+    pub client_name: Option<String>,
+    pub users: u64,
+    pub tool_calls: u64,
+    pub errors: u64,
+    pub last_seen: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct OAuth {
+    pub registrations: u64,
+    pub metadata_documents_fetched: u64,
+    pub authorizations_granted: u64,
+    pub authorizations_denied: u64,
+    pub authorizations_failed: u64,
+    pub code_exchanges: u64,
+    pub refresh_grants: u64,
+    pub client_credentials_grants: u64,
+    pub token_failures: BTreeMap<String, u64>,
+    pub refresh_reuse_detected: u64,
+    pub code_replay_detected: u64,
+    pub tokens_revoked: u64,
+    pub sign_ins: u64,
+    pub failed_sign_ins: u64,
+    /// Of the authorization codes exchanged, the share bound with PKCE S256; `None` when none
+    /// were. Counted over authorization-code grants only (refreshes and client-credentials
+    /// grants have no PKCE and would dilute it).
+    pub pkce_s256_share: Option<f64>,
+}
+
+/// RFC 3339 (UTC, milliseconds) for a Unix-millisecond time.
+pub fn rfc3339(at: Millis) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&format).unwrap_or_default()
+}
+
+/// Parse an RFC 3339 time into Unix milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<Millis> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+#[derive(Default)]
+struct PerTool {
+    calls: u64,
+    successes: u64,
+    tool_errors: u64,
+    protocol_errors: u64,
+    users: BTreeSet<String>,
+}
+
+#[derive(Default)]
+struct PerUser {
+    tool_calls: u64,
+    sessions: u64,
+    tools: BTreeSet<String>,
+    clients: BTreeSet<String>,
+    last_at: Millis,
+}
+
+#[derive(Default)]
+struct PerClient {
+    users: BTreeSet<String>,
+    tool_calls: u64,
+    errors: u64,
+    last_at: Millis,
+}
+
+/// Sum `rows` (every event of `[from, to)`, grouped) into the figures of the range.
+pub fn summarize(
+    from: Millis,
+    to: Millis,
+    rows: &[Row],
+    latencies: &Latencies,
+    names: &Names,
+) -> Summary {
+    let mut requests = Requests::default();
+    let mut mcp = Mcp::default();
+    let mut oauth = OAuth::default();
+    let mut tools: BTreeMap<String, PerTool> = BTreeMap::new();
+    let mut users: BTreeMap<String, PerUser> = BTreeMap::new();
+    let mut clients: BTreeMap<String, PerClient> = BTreeMap::new();
+    let mut dropped = 0;
+    let mut pkce_s256 = 0;
+
+    for Row {
+        dims: d,
+        count: n,
+        last_at,
+    } in rows
+    {
+        let n = *n;
+        let ok = d.outcome == "ok";
+        match d.kind.as_str() {
+            "http" => {
+                requests.total += n;
+                if d.outcome == "error" {
+                    requests.errors += n;
+                }
+                *requests.by_status.entry(d.code.clone()).or_default() += n;
+                *requests.by_route.entry(d.name.clone()).or_default() += n;
+                if !d.transport.is_empty() {
+                    *mcp.by_transport.entry(d.transport.clone()).or_default() += n;
+                    if d.code == "401" {
+                        mcp.unauthorized += n;
+                    }
+                }
+            }
+            "mcp" => {
+                *mcp.methods.entry(d.name.clone()).or_default() += n;
+                if !d.software.is_empty() {
+                    *mcp.by_software.entry(d.software.clone()).or_default() += n;
+                }
+                if !d.protocol_version.is_empty() {
+                    *mcp.by_protocol_version
+                        .entry(d.protocol_version.clone())
+                        .or_default() += n;
+                }
+                let is_session = d.name == "initialize" && ok;
+                if is_session {
+                    mcp.sessions += n;
+                }
+                if d.name == "tools/call" {
+                    let t = tools.entry(d.detail.clone()).or_default();
+                    t.calls += n;
+                    match d.outcome.as_str() {
+                        "ok" => t.successes += n,
+                        "tool_error" => t.tool_errors += n,
+                        _ => t.protocol_errors += n,
+                    }
+                    if !d.user_id.is_empty() {
+                        t.users.insert(d.user_id.clone());
+                    }
+                }
+                if !d.user_id.is_empty() {
+                    let u = users.entry(d.user_id.clone()).or_default();
+                    if d.name == "tools/call" {
+                        u.tool_calls += n;
+                        u.tools.insert(d.detail.clone());
+                    }
+                    if is_session {
+                        u.sessions += n;
+                    }
+                }
+                if !d.client_id.is_empty() && d.name == "tools/call" {
+                    let c = clients.entry(d.client_id.clone()).or_default();
+                    c.tool_calls += n;
+                    if !ok {
+                        c.errors += n;
+                    }
+                }
+            }
+            "oauth" => {
+                let field = match d.name.as_str() {
+                    "client_registered" => &mut oauth.registrations,
+                    "metadata_document_fetched" => &mut oauth.metadata_documents_fetched,
+                    "authorization_granted" => &mut oauth.authorizations_granted,
+                    "authorization_denied" => &mut oauth.authorizations_denied,
+                    "authorization_failed" => &mut oauth.authorizations_failed,
+                    "code_exchanged" => {
+                        if d.detail == "S256" {
+                            pkce_s256 += n;
+                        }
+                        &mut oauth.code_exchanges
+                    }
+                    "token_refreshed" => &mut oauth.refresh_grants,
+                    "client_credentials_granted" => &mut oauth.client_credentials_grants,
+                    "token_failed" => {
+                        *oauth.token_failures.entry(d.code.clone()).or_default() += n;
+                        note_actor(d, *last_at, &mut users, &mut clients);
+                        continue;
+                    }
+                    "refresh_reuse_detected" => &mut oauth.refresh_reuse_detected,
+                    "code_replay_detected" => &mut oauth.code_replay_detected,
+                    "token_revoked" => &mut oauth.tokens_revoked,
+                    "sign_in_succeeded" => &mut oauth.sign_ins,
+                    "sign_in_failed" => &mut oauth.failed_sign_ins,
+                    _ => {
+                        note_actor(d, *last_at, &mut users, &mut clients);
+                        continue;
+                    }
+                };
+                *field += n;
+            }
+            "pipeline" => {
+                dropped += n;
+                continue;
+            }
+            _ => {}
+        }
+        note_actor(d, *last_at, &mut users, &mut clients);
+    }
+
+    oauth.pkce_s256_share =
+        (oauth.code_exchanges > 0).then(|| pkce_s256 as f64 / oauth.code_exchanges as f64);
+
+    let all_requests = latencies.merged(|k, _, _| k == "http");
+    requests.p50_ms = all_requests.quantile_ms(0.50);
+    requests.p95_ms = all_requests.quantile_ms(0.95);
+    requests.p99_ms = all_requests.quantile_ms(0.99);
+
+    let mut tools: Vec<Tool> = tools
+        .into_iter()
+        .map(|(name, t)| {
+            let h = latencies.merged(|k, n, d| k == "mcp" && n == "tools/call" && d == name);
+            Tool {
+                calls: t.calls,
+                successes: t.successes,
+                tool_errors: t.tool_errors,
+                protocol_errors: t.protocol_errors,
+                unique_users: t.users.len() as u64,
+                p50_ms: h.quantile_ms(0.50),
+                p90_ms: h.quantile_ms(0.90),
+                p95_ms: h.quantile_ms(0.95),
+                p99_ms: h.quantile_ms(0.99),
+                name,
+            }
+        })
+        .collect();
+    tools.sort_by(|a, b| b.calls.cmp(&a.calls).then_with(|| a.name.cmp(&b.name)));
+
+    let active_users = users.len() as u64;
+    let mut users: Vec<User> = users
+        .into_iter()
+        .map(|(id, u)| User {
+            email: names
+                .user_emails
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| id.clone()),
+            user_id: id,
+            tool_calls: u.tool_calls,
+            sessions: u.sessions,
+            tools_used: u.tools.len() as u64,
+            clients: u.clients.len() as u64,
+            last_seen: rfc3339(u.last_at),
+        })
+        .collect();
+    users.sort_by(|a, b| {
+        b.tool_calls
+            .cmp(&a.tool_calls)
+            .then_with(|| a.email.cmp(&b.email))
+    });
+
+    let active_clients = clients.len() as u64;
+    let mut clients: Vec<Client> = clients
+        .into_iter()
+        .map(|(id, c)| Client {
+            client_name: names.client_names.get(&id).cloned(),
+            client_id: id,
+            users: c.users.len() as u64,
+            tool_calls: c.tool_calls,
+            errors: c.errors,
+            last_seen: rfc3339(c.last_at),
+        })
+        .collect();
+    clients.sort_by(|a, b| {
+        b.tool_calls
+            .cmp(&a.tool_calls)
+            .then_with(|| a.client_id.cmp(&b.client_id))
+    });
+
+    Summary {
+        from: rfc3339(from),
+        to: rfc3339(to),
+        requests,
+        mcp,
+        tools,
+        users,
+        clients,
+        oauth,
+        active_users,
+        active_clients,
+        dropped_events: dropped,
+    }
+}
+
+/// Note who acted: the user and the client, their pairing and when they were last seen.
+fn note_actor(
+    d: &Dimensions,
+    last_at: Millis,
+    users: &mut BTreeMap<String, PerUser>,
+    clients: &mut BTreeMap<String, PerClient>,
+) {
+    if !d.user_id.is_empty() {
+        let u = users.entry(d.user_id.clone()).or_default();
+        u.last_at = u.last_at.max(last_at);
+        if !d.client_id.is_empty() {
+            u.clients.insert(d.client_id.clone());
+        }
+    }
+    if !d.client_id.is_empty() {
+        let c = clients.entry(d.client_id.clone()).or_default();
+        c.last_at = c.last_at.max(last_at);
+        if !d.user_id.is_empty() {
+            c.users.insert(d.user_id.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Event, McpResult, OAuthEvent};
+    use super::*;
+
+    fn row(e: Event) -> Row {
+        Row {
+            count: e.count,
+            last_at: e.at,
+            dims: e.dims,
+        }
+    }
+
+    fn summary_of(events: Vec<Event>) -> Summary {
+        let mut latencies = Latencies::default();
+        for e in &events {
+            if let Some(us) = e.latency_us {
+                let mut h = Histogram::default();
+                h.record(us);
+                latencies.add(&e.dims.kind, &e.dims.name, &e.dims.detail, &h);
+            }
+        }
+        let rows: Vec<Row> = events.into_iter().map(row).collect();
+        let names = Names {
+            user_emails: [("u1".to_owned(), "ada@example.com".to_owned())].into(),
+            client_names: [("c1".to_owned(), "Claude".to_owned())].into(),
+        };
+        summarize(0, 3_600_000, &rows, &latencies, &names)
+    }
+
+    fn call(user: &str, client: &str, tool: &str, result: McpResult, us: u64) -> Event {
+        Event::mcp(1_000, "tools/call", Some(tool), result, us)
+            .user(Some(user))
+            .client(Some(client))
+    }
+
+    #[test]
+    fn tools_count_calls_outcomes_and_distinct_users() {
+        let s = summary_of(vec![
+            call("u1", "c1", "add", McpResult::Success, 1_000),
+            call("u1", "c1", "add", McpResult::Success, 2_000),
+            call("u2", "c1", "add", McpResult::ToolError, 3_000),
+            call("u2", "c2", "add", McpResult::ProtocolError(-32602), 4_000),
+            call("u2", "c2", "prime", McpResult::Success, 500),
+        ]);
+        let add = &s.tools[0];
+        assert_eq!(
+            (
+                add.name.as_str(),
+                add.calls,
+                add.successes,
+                add.tool_errors,
+                add.protocol_errors,
+                add.unique_users
+            ),
+            ("add", 4, 2, 1, 1, 2)
+        );
+        assert_eq!(s.tools[1].name, "prime");
+        let users: Vec<(&str, u64, u64, u64)> = s
+            .users
+            .iter()
+            .map(|u| (u.email.as_str(), u.tool_calls, u.tools_used, u.clients))
+            .collect();
+        assert_eq!(users, [("u2", 3, 2, 2), ("ada@example.com", 2, 1, 1)]);
+        let c1 = s.clients.iter().find(|c| c.client_id == "c1").unwrap();
+        assert_eq!(
+            (
+                c1.client_name.as_deref(),
+                c1.users,
+                c1.tool_calls,
+                c1.errors
+            ),
+            (Some("Claude"), 2, 3, 1)
+        );
+        assert_eq!((s.active_users, s.active_clients), (2, 2));
+    }
+
+    #[test]
+    fn one_client_with_many_tokens_is_one_client_not_a_product_of_rows() {
+        // The sample joined tokens and requests to clients in one statement and multiplied
+        // the counts; here a client's figures are sums of its own rows.
+        let mut events: Vec<Event> = (0..3)
+            .map(|_| Event::oauth(5, OAuthEvent::TokenRefreshed).client(Some("c1")))
+            .collect();
+        events.push(call("u1", "c1", "add", McpResult::Success, 10));
+        let s = summary_of(events);
+        assert_eq!(s.clients.len(), 1);
+        assert_eq!(s.clients[0].tool_calls, 1);
+        assert_eq!(s.oauth.refresh_grants, 3);
+    }
+
+    #[test]
+    fn requests_sessions_and_unauthorized_mcp_calls() {
+        let mcp = |status| {
+            Event::http(1, "/mcp", "POST", status, 100).mcp_context(
+                None,
+                None,
+                Some(super::super::Transport::StreamableHttp),
+            )
+        };
+        let s = summary_of(vec![
+            mcp(200),
+            mcp(401),
+            mcp(401),
+            Event::http(1, "/token", "POST", 400, 100),
+            Event::http(1, "/token", "POST", 200, 100),
+            Event::mcp(1, "initialize", None, McpResult::Success, 10).user(Some("u1")),
+            Event::mcp(1, "initialize", None, McpResult::ProtocolError(-32600), 10),
+        ]);
+        assert_eq!((s.requests.total, s.requests.errors), (5, 3));
+        assert_eq!(s.requests.by_status["401"], 2);
+        assert_eq!(s.mcp.unauthorized, 2);
+        assert_eq!(s.mcp.sessions, 1);
+        assert_eq!(s.mcp.methods["initialize"], 2);
+        assert_eq!(s.users[0].sessions, 1);
+    }
+
+    #[test]
+    fn pkce_share_counts_code_exchanges_only() {
+        let ex = |m| Event::oauth(1, OAuthEvent::CodeExchanged { pkce_method: m });
+        let s = summary_of(vec![
+            ex("S256"),
+            ex("S256"),
+            ex("S256"),
+            ex("plain"),
+            Event::oauth(1, OAuthEvent::TokenRefreshed),
+            Event::oauth(1, OAuthEvent::ClientRegistered),
+        ]);
+        assert_eq!(s.oauth.code_exchanges, 4);
+        assert_eq!(s.oauth.pkce_s256_share, Some(0.75));
+        assert_eq!(summary_of(vec![]).oauth.pkce_s256_share, None);
+    }
+
+    #[test]
+    fn failures_and_drops_are_counted() {
+        let s = summary_of(vec![
+            Event::oauth(
+                1,
+                OAuthEvent::SignInFailed {
+                    reason: "invalid_credentials",
+                },
+            ),
+            Event::oauth(
+                1,
+                OAuthEvent::SignInFailed {
+                    reason: "throttled",
+                },
+            ),
+            Event::oauth(
+                1,
+                OAuthEvent::TokenFailed {
+                    grant_type: "authorization_code",
+                    error: "invalid_grant",
+                },
+            ),
+            Event::dropped(1, 7),
+        ]);
+        assert_eq!(s.oauth.failed_sign_ins, 2);
+        assert_eq!(s.oauth.token_failures["invalid_grant"], 1);
+        assert_eq!(s.dropped_events, 7);
+    }
+
+    #[test]
+    fn times_are_rfc3339_and_read_back() {
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.123Z"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T23:13:20+01:00"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+}

@@ -1,0 +1,373 @@
+//! Usage analytics: raw events, their per-minute/hour/day rollups, and reading a range back.
+//!
+//! A batch of events is written in one transaction: the raw rows, and for each rollup bucket
+//! the batch touches, `count = count + n` upserts (never read-modify-write), so any number of
+//! instances can write to one PostgreSQL and the rollups always equal the raw events they
+//! summarise. Rows are upserted in key order, so two instances cannot deadlock.
+//! Reads go through the read pool (on SQLite, connections of their own), so a dashboard query
+//! never waits behind a token grant.
+
+use std::collections::{BTreeMap, HashMap};
+
+// Every dynamic statement here is built from constant SQL and `$N` placeholders only
+// (`AssertSqlSafe`): values are always bound.
+use sqlx::{Any, AssertSqlSafe, Row as _};
+
+use mcp_oauth_core::analytics::summary::{Latencies, Row};
+use mcp_oauth_core::analytics::{
+    Dimensions, Event, Histogram, Millis, Period, RangePlan, histogram,
+};
+
+use crate::{Db, Result};
+
+/// The dimension columns, in primary-key order.
+const DIMENSIONS: &str = "kind, name, detail, outcome, code, user_id, client_id, software, \
+                          protocol_version, transport";
+
+/// Rows per multi-row `INSERT`: well under SQLite's and PostgreSQL's bound-parameter limits.
+const CHUNK: usize = 400;
+
+fn dims_values(d: &Dimensions) -> [&str; 10] {
+    [
+        &d.kind,
+        &d.name,
+        &d.detail,
+        &d.outcome,
+        &d.code,
+        &d.user_id,
+        &d.client_id,
+        &d.software,
+        &d.protocol_version,
+        &d.transport,
+    ]
+}
+
+/// `($1, $2, …), (…)` for `rows` rows of `width` parameters each.
+fn placeholders(rows: usize, width: usize) -> String {
+    let mut s = String::new();
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..width {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(&format!("${}", r * width + c + 1));
+        }
+        s.push(')');
+    }
+    s
+}
+
+#[derive(Default)]
+struct RollupSum {
+    count: i64,
+    latency_sum_us: i64,
+    last_at: Millis,
+}
+
+/// How much older than now analytics rows may get before cleanup deletes them.
+#[derive(Debug, Clone, Copy)]
+pub struct AnalyticsRetention {
+    /// Raw events and per-minute rollups.
+    pub raw_ms: i64,
+    /// Per-hour and per-day rollups.
+    pub rollups_ms: i64,
+}
+
+impl Db {
+    /// Write `events` and add them to their rollups, in one transaction.
+    pub async fn record_events(&self, events: &[Event]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut rollups: BTreeMap<(i64, Millis, &Dimensions), RollupSum> = BTreeMap::new();
+        let mut bins: BTreeMap<(i64, Millis, [&str; 3], u16), i64> = BTreeMap::new();
+        for e in events {
+            for p in Period::ALL {
+                let start = p.bucket_start(e.at);
+                let sum = rollups.entry((p.seconds(), start, &e.dims)).or_default();
+                sum.count += e.count as i64;
+                sum.latency_sum_us += e.latency_us.unwrap_or(0) as i64;
+                sum.last_at = sum.last_at.max(e.at);
+                if let Some(us) = e.latency_us {
+                    let series = [
+                        e.dims.kind.as_str(),
+                        e.dims.name.as_str(),
+                        e.dims.detail.as_str(),
+                    ];
+                    *bins
+                        .entry((p.seconds(), start, series, histogram::bucket_of(us)))
+                        .or_default() += 1;
+                }
+            }
+        }
+
+        let mut tx = self.begin_write().await?;
+        for chunk in events.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO analytics_events (at_ms, {DIMENSIONS}, latency_us, count, ip, \
+                 user_agent, request_id) VALUES {}",
+                placeholders(chunk.len(), 16)
+            );
+            let mut q = sqlx::query::<Any>(AssertSqlSafe(sql));
+            for e in chunk {
+                q = q.bind(e.at);
+                for v in dims_values(&e.dims) {
+                    q = q.bind(v);
+                }
+                q = q
+                    .bind(e.latency_us.map(|v| v as i64))
+                    .bind(e.count as i64)
+                    .bind(e.ip.as_deref())
+                    .bind(e.user_agent.as_deref())
+                    .bind(e.request_id.as_deref());
+            }
+            q.execute(&mut *tx).await?;
+        }
+
+        let rollups: Vec<_> = rollups.into_iter().collect();
+        for chunk in rollups.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO analytics_rollups (period, bucket_start, {DIMENSIONS}, count, \
+                 latency_sum_us, last_at_ms) VALUES {} \
+                 ON CONFLICT (period, bucket_start, {DIMENSIONS}) DO UPDATE SET \
+                 count = analytics_rollups.count + excluded.count, \
+                 latency_sum_us = analytics_rollups.latency_sum_us + excluded.latency_sum_us, \
+                 last_at_ms = CASE WHEN excluded.last_at_ms > analytics_rollups.last_at_ms \
+                 THEN excluded.last_at_ms ELSE analytics_rollups.last_at_ms END",
+                placeholders(chunk.len(), 15)
+            );
+            let mut q = sqlx::query::<Any>(AssertSqlSafe(sql));
+            for ((period, start, dims), sum) in chunk {
+                q = q.bind(*period).bind(*start);
+                for v in dims_values(dims) {
+                    q = q.bind(v);
+                }
+                q = q.bind(sum.count).bind(sum.latency_sum_us).bind(sum.last_at);
+            }
+            q.execute(&mut *tx).await?;
+        }
+
+        let bins: Vec<_> = bins.into_iter().collect();
+        for chunk in bins.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO analytics_latency (period, bucket_start, kind, name, detail, bin, \
+                 count) VALUES {} \
+                 ON CONFLICT (period, bucket_start, kind, name, detail, bin) DO UPDATE SET \
+                 count = analytics_latency.count + excluded.count",
+                placeholders(chunk.len(), 7)
+            );
+            let mut q = sqlx::query::<Any>(AssertSqlSafe(sql));
+            for ((period, start, [kind, name, detail], bin), n) in chunk {
+                q = q
+                    .bind(*period)
+                    .bind(*start)
+                    .bind(*kind)
+                    .bind(*name)
+                    .bind(*detail)
+                    .bind(i64::from(*bin))
+                    .bind(*n);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every event of the planned range, summed per distinct dimensions.
+    pub async fn analytics_rows(&self, plan: &RangePlan) -> Result<Vec<Row>> {
+        let mut merged: HashMap<Dimensions, (u64, Millis)> = HashMap::new();
+        let mut add = |rows: Vec<sqlx::any::AnyRow>| -> Result<()> {
+            for r in rows {
+                let dims = Dimensions {
+                    kind: r.try_get(0)?,
+                    name: r.try_get(1)?,
+                    detail: r.try_get(2)?,
+                    outcome: r.try_get(3)?,
+                    code: r.try_get(4)?,
+                    user_id: r.try_get(5)?,
+                    client_id: r.try_get(6)?,
+                    software: r.try_get(7)?,
+                    protocol_version: r.try_get(8)?,
+                    transport: r.try_get(9)?,
+                };
+                let count: i64 = r.try_get(10)?;
+                let last: i64 = r.try_get(11)?;
+                let entry = merged.entry(dims).or_default();
+                entry.0 += count.max(0) as u64;
+                entry.1 = entry.1.max(last);
+            }
+            Ok(())
+        };
+        for span in &plan.rollups {
+            let sql = format!(
+                "SELECT {DIMENSIONS}, CAST(SUM(count) AS BIGINT), MAX(last_at_ms) \
+                 FROM analytics_rollups WHERE period = $1 AND bucket_start >= $2 \
+                 AND bucket_start < $3 GROUP BY {DIMENSIONS}"
+            );
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(span.period.seconds())
+                .bind(span.start)
+                .bind(span.end)
+                .fetch_all(&self.reader)
+                .await?;
+            add(rows)?;
+        }
+        for &(from, to) in &plan.raw {
+            let sql = format!(
+                "SELECT {DIMENSIONS}, CAST(SUM(count) AS BIGINT), MAX(at_ms) \
+                 FROM analytics_events WHERE at_ms >= $1 AND at_ms < $2 GROUP BY {DIMENSIONS}"
+            );
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(from)
+                .bind(to)
+                .fetch_all(&self.reader)
+                .await?;
+            add(rows)?;
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(dims, (count, last_at))| Row {
+                dims,
+                count,
+                last_at,
+            })
+            .collect())
+    }
+
+    /// The latency histograms of every series over the planned range.
+    pub async fn analytics_latencies(&self, plan: &RangePlan) -> Result<Latencies> {
+        let mut out = Latencies::default();
+        for span in &plan.rollups {
+            let rows = sqlx::query(
+                "SELECT kind, name, detail, bin, CAST(SUM(count) AS BIGINT) \
+                 FROM analytics_latency WHERE period = $1 AND bucket_start >= $2 \
+                 AND bucket_start < $3 GROUP BY kind, name, detail, bin",
+            )
+            .bind(span.period.seconds())
+            .bind(span.start)
+            .bind(span.end)
+            .fetch_all(&self.reader)
+            .await?;
+            for r in rows {
+                let mut h = Histogram::default();
+                let bin: i64 = r.try_get(3)?;
+                let n: i64 = r.try_get(4)?;
+                h.add_to_bucket(
+                    u16::try_from(bin).unwrap_or(histogram::MAX_BUCKET),
+                    n.max(0) as u64,
+                );
+                out.add(
+                    r.try_get::<String, _>(0)?.as_str(),
+                    r.try_get::<String, _>(1)?.as_str(),
+                    r.try_get::<String, _>(2)?.as_str(),
+                    &h,
+                );
+            }
+        }
+        for &(from, to) in &plan.raw {
+            let rows = sqlx::query(
+                "SELECT kind, name, detail, latency_us FROM analytics_events \
+                 WHERE at_ms >= $1 AND at_ms < $2 AND latency_us IS NOT NULL",
+            )
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.reader)
+            .await?;
+            for r in rows {
+                let mut h = Histogram::default();
+                let us: i64 = r.try_get(3)?;
+                h.record(us.max(0) as u64);
+                out.add(
+                    r.try_get::<String, _>(0)?.as_str(),
+                    r.try_get::<String, _>(1)?.as_str(),
+                    r.try_get::<String, _>(2)?.as_str(),
+                    &h,
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Emails of the users with these ids (those that still exist).
+    pub async fn user_emails(&self, ids: &[&str]) -> Result<HashMap<String, String>> {
+        self.names_of("SELECT id, email FROM users WHERE id IN", ids)
+            .await
+    }
+
+    /// Names of the clients with these ids (those that still exist and have one), from their
+    /// registered metadata.
+    pub async fn client_names(&self, ids: &[&str]) -> Result<HashMap<String, String>> {
+        let metadata = self
+            .names_of("SELECT id, metadata FROM clients WHERE id IN", ids)
+            .await?;
+        Ok(metadata
+            .into_iter()
+            .filter_map(|(id, json)| {
+                let doc: serde_json::Value = serde_json::from_str(&json).ok()?;
+                Some((id, doc.get("client_name")?.as_str()?.to_owned()))
+            })
+            .collect())
+    }
+
+    async fn names_of(&self, select: &str, ids: &[&str]) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(CHUNK) {
+            let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("{select} ({})", list.join(", "));
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            for r in q.fetch_all(&self.reader).await? {
+                out.insert(r.try_get(0)?, r.try_get(1)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete raw events and minute rollups older than `retention.raw_ms`, hour and day
+    /// rollups older than `retention.rollups_ms`, a few thousand rows per transaction so the
+    /// write lock is never held for long. Returns how many rows went.
+    pub async fn delete_old_analytics(
+        &self,
+        now: Millis,
+        retention: AnalyticsRetention,
+    ) -> Result<u64> {
+        let raw_cutoff = now - retention.raw_ms;
+        let rollup_cutoff = now - retention.rollups_ms;
+        let mut deleted = 0;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM analytics_events WHERE id IN \
+                 (SELECT id FROM analytics_events WHERE at_ms < $1 LIMIT 5000)",
+            )
+            .bind(raw_cutoff)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += n;
+            if n < 5000 {
+                break;
+            }
+        }
+        for table in ["analytics_rollups", "analytics_latency"] {
+            // Bucket starts are aligned, so a bucket is dropped once all of it is too old.
+            let sql = format!(
+                "DELETE FROM {table} WHERE (period = $1 AND bucket_start < $2) \
+                 OR (period > $1 AND bucket_start < $3)"
+            );
+            deleted += sqlx::query(AssertSqlSafe(sql))
+                .bind(Period::Minute.seconds())
+                .bind(raw_cutoff)
+                .bind(rollup_cutoff)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(deleted)
+    }
+}

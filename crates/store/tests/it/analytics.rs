@@ -1,0 +1,171 @@
+//! Analytics storage: a range read from rollups and raw edges equals the events in it, writes
+//! from several writers add up, and retention deletes only what is old enough.
+
+use mcp_oauth_core::analytics::summary::Row;
+use mcp_oauth_core::analytics::{Event, McpResult, OAuthEvent, plan};
+use mcp_oauth_store::AnalyticsRetention;
+
+use crate::helpers::TestDb;
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 60 * MIN;
+const DAY: i64 = 24 * HOUR;
+/// A day boundary, in milliseconds.
+const T0: i64 = 19_700 * DAY;
+
+fn call(at: i64, tool: &str, user: &str, result: McpResult, us: u64) -> Event {
+    Event::mcp(at, "tools/call", Some(tool), result, us)
+        .user(Some(user))
+        .client(Some("c1"))
+}
+
+/// Events spread over three days, at ragged times.
+fn workload() -> Vec<Event> {
+    let mut events = Vec::new();
+    for i in 0..300i64 {
+        let at = T0 + i * 17 * MIN + i * 1_337;
+        let result = match i % 10 {
+            0 => McpResult::ToolError,
+            1 => McpResult::ProtocolError(-32602),
+            _ => McpResult::Success,
+        };
+        let tool = if i % 3 == 0 { "add" } else { "prime" };
+        let user = if i % 2 == 0 { "u1" } else { "u2" };
+        events.push(call(at, tool, user, result, 500 + (i as u64) * 97));
+    }
+    events
+}
+
+fn total(rows: &[Row], keep: impl Fn(&Row) -> bool) -> u64 {
+    rows.iter().filter(|r| keep(r)).map(|r| r.count).sum()
+}
+
+async fn any_range_counts_exactly_the_events_in_it(t: TestDb) {
+    let events = workload();
+    t.db.record_events(&events).await.expect("record");
+    for (from, to) in [
+        (T0, T0 + 3 * DAY),
+        (T0 + 5 * MIN + 301, T0 + 2 * DAY + 7 * HOUR + 13_001),
+        (T0 + DAY + 59_999, T0 + DAY + 60_001),
+        (T0 + 3 * HOUR, T0 + 3 * HOUR),
+    ] {
+        let rows = t.db.analytics_rows(&plan(from, to)).await.expect("rows");
+        let expected = events.iter().filter(|e| from <= e.at && e.at < to).count() as u64;
+        assert_eq!(total(&rows, |_| true), expected, "[{from}, {to})");
+        let tool_errors = events
+            .iter()
+            .filter(|e| from <= e.at && e.at < to && e.dims.outcome == "tool_error")
+            .count() as u64;
+        assert_eq!(
+            total(&rows, |r| r.dims.outcome == "tool_error"),
+            tool_errors
+        );
+        let latencies =
+            t.db.analytics_latencies(&plan(from, to))
+                .await
+                .expect("latencies");
+        let h = latencies.merged(|_, _, _| true);
+        assert_eq!(h.count(), expected, "one latency per event");
+    }
+}
+
+async fn batches_from_concurrent_writers_add_up(t: TestDb) {
+    let at = T0 + 90 * MIN;
+    let batch = |n: usize| -> Vec<Event> {
+        (0..n)
+            .map(|i| call(at + i as i64, "add", "u1", McpResult::Success, 1_000))
+            .collect()
+    };
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let db = t.db.clone();
+            let events = batch(50);
+            tokio::spawn(async move { db.record_events(&events).await })
+        })
+        .collect();
+    for w in writers {
+        w.await.expect("join").expect("record");
+    }
+    let rows =
+        t.db.analytics_rows(&plan(T0, T0 + DAY))
+            .await
+            .expect("rows");
+    assert_eq!(total(&rows, |_| true), 400);
+    assert_eq!(rows.len(), 1, "one series: {rows:?}");
+    assert_eq!(rows[0].last_at, at + 49);
+}
+
+async fn dropped_counts_and_oauth_events_are_kept(t: TestDb) {
+    t.db.record_events(&[
+        Event::dropped(T0 + 1, 42),
+        Event::oauth(
+            T0 + 2,
+            OAuthEvent::TokenFailed {
+                grant_type: "refresh_token",
+                error: "invalid_grant",
+            },
+        )
+        .client(Some("c1")),
+    ])
+    .await
+    .expect("record");
+    let rows =
+        t.db.analytics_rows(&plan(T0, T0 + HOUR))
+            .await
+            .expect("rows");
+    assert_eq!(total(&rows, |r| r.dims.kind == "pipeline"), 42);
+    let failed = rows
+        .iter()
+        .find(|r| r.dims.name == "token_failed")
+        .expect("the failure");
+    assert_eq!(
+        (failed.dims.detail.as_str(), failed.dims.code.as_str()),
+        ("refresh_token", "invalid_grant")
+    );
+}
+
+async fn retention_deletes_old_raw_events_and_rollups_only(t: TestDb) {
+    let now = T0 + 500 * DAY;
+    t.db.record_events(&[
+        call(now - 450 * DAY, "add", "u1", McpResult::Success, 1),
+        call(now - 40 * DAY, "add", "u1", McpResult::Success, 1),
+        call(now - DAY, "add", "u1", McpResult::Success, 1),
+    ])
+    .await
+    .expect("record");
+    let retention = AnalyticsRetention {
+        raw_ms: 30 * DAY,
+        rollups_ms: 400 * DAY,
+    };
+    assert!(
+        t.db.delete_old_analytics(now, retention)
+            .await
+            .expect("delete")
+            > 0
+    );
+    // The day-old event: raw and every rollup. The 40-day-old one: its hour and day rollups.
+    // The 450-day-old one: nothing.
+    let day_rows =
+        t.db.analytics_rows(&plan(now - 500 * DAY, now))
+            .await
+            .expect("rows");
+    assert_eq!(total(&day_rows, |_| true), 2);
+    let raw_left =
+        t.db.analytics_rows(&plan(now - 40 * DAY - MIN / 2, now - 40 * DAY + MIN / 2))
+            .await
+            .expect("rows");
+    assert_eq!(total(&raw_left, |_| true), 0, "old raw events are gone");
+    assert_eq!(
+        t.db.delete_old_analytics(now, retention)
+            .await
+            .expect("again"),
+        0
+    );
+}
+
+backend_tests!(
+    any_range_counts_exactly_the_events_in_it,
+    batches_from_concurrent_writers_add_up,
+    dropped_counts_and_oauth_events_are_kept,
+    retention_deletes_old_raw_events_and_rollups_only,
+);
