@@ -54,6 +54,23 @@ pub enum Command {
     /// Manage token signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Read usage analytics.
+    #[command(subcommand)]
+    Analytics(AnalyticsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnalyticsCommand {
+    /// Print the figures of a range as JSON (the same document as
+    /// `GET /analytics/api/summary`).
+    Summary {
+        /// Start of the range, RFC 3339 (default: a day before `--to`).
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the range, RFC 3339, exclusive (default: now).
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -423,6 +440,16 @@ async fn admin(command: &Command, settings: &Settings, db: &Db) -> anyhow::Resul
                 bail!("no client with id {client_id}");
             }
             writeln!(out, "client {client_id} removed; its grants were revoked")?;
+        }
+        Command::Analytics(AnalyticsCommand::Summary { from, to }) => {
+            let range = crate::analytics::api::RangeQuery {
+                from: from.clone(),
+                to: to.clone(),
+            };
+            let (from, to) = crate::analytics::api::parse_range(&range, Clock::system().now_millis())
+                .map_err(|why| anyhow!("{why}"))?;
+            let summary = crate::analytics::summary(db, from, to).await?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
         }
         Command::Keys(KeysCommand::Rotate) => {
             let keyring = KeyRing::load(&settings.keys, &settings.database_url)?;

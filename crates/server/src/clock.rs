@@ -33,6 +33,17 @@ impl Clock {
         }
     }
 
+    /// Now in Unix milliseconds (a manual clock's seconds, times 1000).
+    pub fn now_millis(&self) -> i64 {
+        match &self.manual {
+            Some(t) => t.load(Ordering::SeqCst) * 1000,
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        }
+    }
+
     /// Move a manual clock forward; no effect on the system clock.
     pub fn advance(&self, seconds: i64) {
         if let Some(t) = &self.manual {

@@ -44,6 +44,97 @@ pub struct RawSettings {
     pub mcp: McpSettings,
     pub metrics: MetricsSettings,
     pub http: HttpSettings,
+    pub analytics: AnalyticsSettings,
+}
+
+/// Usage analytics: the event pipeline, retention and the dashboard at `/analytics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsSettings {
+    /// Record requests, MCP messages and OAuth events. Off, nothing is recorded and the
+    /// dashboard shows nothing new.
+    pub enabled: bool,
+    /// Events waiting for the writer at most; past it new ones are dropped and counted
+    /// (`dropped_events`), never a request delayed.
+    pub queue_capacity: usize,
+    /// The writer stores a batch when it has this many events, or after `flush_interval_ms`.
+    pub batch_size: usize,
+    pub flush_interval_ms: u64,
+    /// Days raw events (and per-minute rollups) are kept.
+    pub raw_retention_days: i64,
+    /// Days per-hour and per-day rollups are kept.
+    pub rollup_retention_days: i64,
+    /// Who may open the dashboard besides users with the admin role: emails, compared
+    /// case-insensitively. `ADMIN_EMAIL` (comma-separated, as in the sample) is read too.
+    #[serde(deserialize_with = "list::deserialize")]
+    pub admin_emails: Vec<String>,
+    /// The health badge: an error rate at or above these shares is degraded / unhealthy.
+    pub error_rate_warning: f64,
+    pub error_rate_critical: f64,
+    /// The health badge: a p95 latency (ms) at or above these is degraded / unhealthy.
+    pub p95_warning_ms: f64,
+    pub p95_critical_ms: f64,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            queue_capacity: 65_536,
+            batch_size: 2_000,
+            flush_interval_ms: 1_000,
+            raw_retention_days: 30,
+            rollup_retention_days: 400,
+            admin_emails: Vec::new(),
+            error_rate_warning: 0.05,
+            error_rate_critical: 0.20,
+            p95_warning_ms: 500.0,
+            p95_critical_ms: 1_000.0,
+        }
+    }
+}
+
+impl AnalyticsSettings {
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let positive = |key: &str, v: i64| {
+            if v <= 0 {
+                Err(bad(key, "must be at least 1"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("analytics.queue_capacity", self.queue_capacity as i64)?;
+        positive("analytics.batch_size", self.batch_size as i64)?;
+        positive("analytics.flush_interval_ms", self.flush_interval_ms as i64)?;
+        positive("analytics.raw_retention_days", self.raw_retention_days)?;
+        if self.rollup_retention_days < self.raw_retention_days {
+            return Err(bad(
+                "analytics.rollup_retention_days",
+                "must be at least analytics.raw_retention_days (rollups outlive raw events)",
+            ));
+        }
+        for (key, v) in [
+            ("analytics.error_rate_warning", self.error_rate_warning),
+            ("analytics.error_rate_critical", self.error_rate_critical),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad(key, "must be a share between 0 and 1, e.g. 0.05"));
+            }
+        }
+        self.admin_emails = self
+            .admin_emails
+            .iter()
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| !e.is_empty())
+            .collect();
+        Ok(())
+    }
+
+    /// Whether `email` is on the admin list (case-insensitive).
+    pub fn is_admin_email(&self, email: &str) -> bool {
+        let email = email.trim().to_lowercase();
+        self.admin_emails.iter().any(|a| *a == email)
+    }
 }
 
 /// The Prometheus metrics at `/metrics`.
@@ -488,6 +579,7 @@ impl Default for RawSettings {
             mcp: McpSettings::default(),
             metrics: MetricsSettings::default(),
             http: HttpSettings::default(),
+            analytics: AnalyticsSettings::default(),
         }
     }
 }
@@ -665,6 +757,12 @@ pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> Result<RawSett
                 .only(&["DATABASE_URL"])
                 .map(|_| "database_url".into()),
         )
+        // The sample's `ADMIN_EMAIL` (comma-separated); ours takes precedence over it.
+        .merge(
+            Env::raw()
+                .only(&["ADMIN_EMAIL"])
+                .map(|_| "analytics.admin_emails".into()),
+        )
         .merge(
             Env::prefixed("MCP_OAUTH_")
                 .ignore(&["CONFIG", "TEST_DATABASE_URL"])
@@ -721,6 +819,7 @@ pub struct Settings {
     /// `mcp.accept_client_credentials`).
     pub client_token_resources: Vec<ResourceUri>,
     pub http: HttpSettings,
+    pub analytics: AnalyticsSettings,
 }
 
 impl Settings {
@@ -924,6 +1023,8 @@ impl RawSettings {
         };
         let trusted_proxies = cidrs("trusted_proxies", &self.trusted_proxies)?;
         let metrics_allowed = cidrs("metrics.allowed_cidrs", &self.metrics.allowed_cidrs)?;
+        let mut analytics = self.analytics;
+        analytics.validate()?;
 
         if let Some(tls) = &self.tls {
             for (key, path) in [
@@ -1088,6 +1189,7 @@ impl RawSettings {
             client_token_resources,
             resources,
             http: self.http,
+            analytics,
         })
     }
 }

@@ -20,6 +20,20 @@ pub async fn run_cleanup(state: &AppState) -> anyhow::Result<()> {
         stale_client_after: state.settings.registration.stale_after_days * 86_400,
     };
     let report = state.db.delete_expired(state.clock.now(), &policy).await?;
+    let analytics = &state.settings.analytics;
+    let old_events = state
+        .db
+        .delete_old_analytics(
+            state.clock.now_millis(),
+            mcp_oauth_store::AnalyticsRetention {
+                raw_ms: analytics.raw_retention_days * 86_400_000,
+                rollups_ms: analytics.rollup_retention_days * 86_400_000,
+            },
+        )
+        .await?;
+    if old_events > 0 {
+        tracing::info!(rows = old_events, "old analytics deleted");
+    }
     // The registration throttle keeps a cell per client IP; drop the idle ones.
     state.register_limiter.retain_recent();
     state.cimd.retain_recent();

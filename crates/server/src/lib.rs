@@ -7,6 +7,7 @@
 // One audited exception, allowed where it is: `memory::release` (a glibc call).
 #![deny(unsafe_code)]
 
+pub mod analytics;
 pub mod cli;
 pub mod clock;
 pub mod config;

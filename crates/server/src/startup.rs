@@ -142,6 +142,10 @@ pub fn router(state: AppState) -> Router {
             "/account/revoke",
             axum::routing::post(account::account_revoke_post),
         )
+        .route(
+            "/analytics/api/summary",
+            get(crate::analytics::api::summary_get),
+        )
         .route_layer(from_fn_with_state(
             state.db_health.clone(),
             crate::db_health::page_needs_database,
@@ -171,7 +175,11 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(from_fn_with_state(state.clone(), middleware::error_pages))
         .layer(from_fn(middleware::security_headers))
-        .layer(from_fn(middleware::log_errors));
+        .layer(from_fn(middleware::log_errors))
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::analytics::http::record_requests,
+        ));
     if state.settings.is_https() {
         router = router.layer(from_fn(middleware::hsts));
     }
@@ -272,6 +280,8 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let tasks = crate::housekeeping::spawn(&self.state);
+        let writer_stop = tokio_util::sync::CancellationToken::new();
+        let writer = self.spawn_analytics_writer(writer_stop.clone());
         // Open MCP streams would hold graceful shutdown forever: end them when it starts.
         let streams = self.state.shutdown.clone();
         let shutdown = async move {
@@ -283,8 +293,44 @@ impl Application {
         for t in tasks {
             t.abort();
         }
+        // Every request has finished: store what they recorded, then close the database.
+        writer_stop.cancel();
+        if let Some(writer) = writer
+            && tokio::time::timeout(WRITER_DRAIN_TIMEOUT, writer).await.is_err()
+        {
+            tracing::warn!("analytics writer did not finish in time; its last events are lost");
+        }
         self.state.db.close().await;
         Ok(())
+    }
+}
+
+/// How long shutdown waits for the analytics writer to store what is queued.
+const WRITER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Application {
+    /// The writer that stores recorded events, when analytics is on (once per application).
+    fn spawn_analytics_writer(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let queue = self
+            .state
+            .analytics_queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()?;
+        let settings = &self.state.settings.analytics;
+        let writer = crate::analytics::pipeline::Writer {
+            db: self.state.db.clone(),
+            recorder: self.state.analytics.clone(),
+            queue,
+            batch_size: settings.batch_size,
+            flush_interval: std::time::Duration::from_millis(settings.flush_interval_ms),
+            max_pending: settings.queue_capacity,
+            db_health: self.state.db_health.clone(),
+        };
+        Some(writer.spawn(stop))
     }
 }
 

@@ -12,6 +12,7 @@ use mcp_oauth_core::oauth::registration::RegistrationPolicy;
 use mcp_oauth_core::resource::scopes::ScopeHierarchy;
 use mcp_oauth_store::Db;
 
+use crate::analytics::Recorder;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::db_health::DbHealth;
@@ -47,6 +48,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// MCP sessions and legacy SSE streams, bounded per user and in total.
     pub mcp_sessions: Arc<McpSessions>,
+    /// Where usage events are recorded (see `crate::analytics`).
+    pub analytics: Arc<Recorder>,
+    /// The recorder's queue, taken by the writer when the server starts.
+    pub analytics_queue: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<mcp_oauth_core::analytics::Event>>>>,
 }
 
 impl AppState {
@@ -72,6 +77,8 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let mcp_sessions = McpSessions::local(&settings.mcp, clock.clone(), &metrics);
         let db_health = Arc::new(DbHealth::new(db.backend()));
+        let (analytics, analytics_queue) =
+            Recorder::new(&settings.analytics, clock.clone(), &metrics);
         Ok(Self {
             settings: Arc::new(settings),
             db,
@@ -90,6 +97,8 @@ impl AppState {
             shutdown: CancellationToken::new(),
             metrics,
             mcp_sessions,
+            analytics,
+            analytics_queue: Arc::new(std::sync::Mutex::new(analytics_queue)),
         })
     }
 

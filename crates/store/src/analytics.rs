@@ -25,6 +25,8 @@ const DIMENSIONS: &str = "kind, name, detail, outcome, code, user_id, client_id,
                           protocol_version, transport";
 
 /// Rows per multi-row `INSERT`: well under SQLite's and PostgreSQL's bound-parameter limits.
+/// Only full chunks are prepared once and kept (`persistent`): a statement per row count of
+/// the last, partial chunk would fill each connection's statement cache with large programs.
 const CHUNK: usize = 400;
 
 fn dims_values(d: &Dimensions) -> [&str; 10] {
@@ -112,7 +114,7 @@ impl Db {
                  user_agent, request_id) VALUES {}",
                 placeholders(chunk.len(), 16)
             );
-            let mut q = sqlx::query::<Any>(AssertSqlSafe(sql));
+            let mut q = sqlx::query::<Any>(AssertSqlSafe(sql)).persistent(chunk.len() == CHUNK);
             for e in chunk {
                 q = q.bind(e.at);
                 for v in dims_values(&e.dims) {
@@ -140,7 +142,7 @@ impl Db {
                  THEN excluded.last_at_ms ELSE analytics_rollups.last_at_ms END",
                 placeholders(chunk.len(), 15)
             );
-            let mut q = sqlx::query::<Any>(AssertSqlSafe(sql));
+            let mut q = sqlx::query::<Any>(AssertSqlSafe(sql)).persistent(chunk.len() == CHUNK);
             for ((period, start, dims), sum) in chunk {
                 q = q.bind(*period).bind(*start);
                 for v in dims_values(dims) {
@@ -160,7 +162,7 @@ impl Db {
                  count = analytics_latency.count + excluded.count",
                 placeholders(chunk.len(), 7)
             );
-            let mut q = sqlx::query::<Any>(AssertSqlSafe(sql));
+            let mut q = sqlx::query::<Any>(AssertSqlSafe(sql)).persistent(chunk.len() == CHUNK);
             for ((period, start, [kind, name, detail], bin), n) in chunk {
                 q = q
                     .bind(*period)

@@ -1,6 +1,7 @@
 //! The sign-in page, with throttling per client IP, per account and per trusted browser
 //! (`mcp_oauth_core::security::login_throttle`).
 
+use mcp_oauth_core::analytics::OAuthEvent;
 use std::time::Duration;
 
 use askama::Template;
@@ -199,6 +200,9 @@ pub async fn login_post(
     let base = state.settings.base_path();
     let return_to = safe_return_to(form.return_to.as_deref(), base);
     if !csrf::verify(&jar, &headers, form.csrf.as_deref(), &state.origin) {
+        state
+            .analytics
+            .oauth(OAuthEvent::SignInFailed { reason: "csrf" }, None, None);
         return page(
             &state,
             jar,
@@ -221,6 +225,13 @@ pub async fn login_post(
         Err(until) => {
             let minutes = ((until - now) + 59) / 60;
             tracing::warn!(%ip, "sign-in refused: throttle locked");
+            state.analytics.oauth(
+                OAuthEvent::SignInFailed {
+                    reason: "throttled",
+                },
+                user.as_ref().map(|u| u.id.as_str()),
+                None,
+            );
             let mut r = page(
                 &state,
                 jar,
@@ -247,9 +258,17 @@ pub async fn login_post(
         .filter(|u| !u.is_disabled())
         .and_then(|u| u.password_hash.clone());
     let ok = password::verify(form.password, stored).await;
+    let known = user.as_ref().map(|u| u.id.clone());
     let Some(user) = user.filter(|_| ok) else {
         // The attempt was counted when it was admitted.
         tracing::info!(%ip, trusted_device = trusted, "sign-in failed");
+        state.analytics.oauth(
+            OAuthEvent::SignInFailed {
+                reason: "invalid_credentials",
+            },
+            known.as_deref(),
+            None,
+        );
         return page(
             &state,
             jar,
@@ -263,6 +282,9 @@ pub async fn login_post(
     let jar = session::start(&state, &user.id, jar).await?;
     let jar = device::remember(&state, jar, &user.id, trusted).await?;
     tracing::info!(user_id = ?user.id, "signed in");
+    state
+        .analytics
+        .oauth(OAuthEvent::SignInSucceeded, Some(&user.id), None);
     Ok((jar, Redirect::to(&return_to)).into_response())
 }
 

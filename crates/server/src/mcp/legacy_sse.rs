@@ -30,7 +30,7 @@ use tokio::sync::{RwLock, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, PollSender};
 
-use super::server::McpServer;
+use super::server::Served;
 use super::sessions::{McpSessions, SessionKey, Transport};
 use crate::resource::Principal;
 
@@ -45,7 +45,7 @@ struct Session {
 #[derive(Clone)]
 pub struct LegacySse {
     sessions: Arc<RwLock<HashMap<String, Session>>>,
-    server: McpServer,
+    server: Served,
     /// Where clients POST messages, under the issuer's path.
     message_path: Arc<str>,
     shutdown: CancellationToken,
@@ -53,7 +53,7 @@ pub struct LegacySse {
 }
 
 pub fn router<S: Clone + Send + Sync + 'static>(
-    server: McpServer,
+    server: Served,
     base_path: &str,
     shutdown: CancellationToken,
     bounds: Arc<McpSessions>,

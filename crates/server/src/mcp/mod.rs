@@ -31,7 +31,7 @@ use crate::http::middleware::close_if_body_unread;
 use crate::resource::bearer::{BearerLayer, BearerLayerState, OperationScopes, require_bearer};
 use crate::resource::{ProtectedResource, metadata};
 use crate::state::AppState;
-use server::McpServer;
+use server::{McpServer, Served};
 use sessions::{SessionGuard, session_guard};
 
 /// The protected endpoints: Streamable HTTP first (the default resource), then legacy SSE.
@@ -154,7 +154,10 @@ async fn rebinding_guard(
 /// The MCP routes, under the issuer's path.
 pub fn router(state: &AppState) -> Router<AppState> {
     let settings = &state.settings;
-    let server = McpServer::new(&settings.issuer);
+    let server = Served {
+        inner: McpServer::new(&settings.issuer),
+        recorder: state.analytics.clone(),
+    };
     let host: Arc<str> = settings.public_url.host_str().unwrap_or("localhost").into();
     let mut config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(settings.mcp.stateful)

@@ -21,6 +21,9 @@ use serde::Deserialize;
 /// The one resource: a short description of this server.
 pub const ABOUT_URI: &str = "mcp-oauth://server/about";
 
+/// The handler as served: every message recorded for analytics.
+pub type Served = crate::analytics::mcp::Recorded<McpServer>;
+
 /// One handler per MCP session (or per stateless request); the routers are built once and
 /// shared, so creating one is cheap.
 #[derive(Clone)]

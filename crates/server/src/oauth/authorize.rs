@@ -17,6 +17,7 @@
 //! The consent form carries the original query string and the POST validates it again from
 //! scratch, so nothing about a pending request needs to be stored between the two.
 
+use mcp_oauth_core::analytics::OAuthEvent;
 use std::net::IpAddr;
 
 use askama::Template;
@@ -162,6 +163,18 @@ fn respond(
     interacted: bool,
 ) -> Result<Response, PageError> {
     let url = response_redirect(redirect_uri, &state.settings.issuer, client_state, outcome);
+    // A refusal by the user is recorded where it is decided, with who refused.
+    if let Err(error) = outcome
+        && error.code != ErrorCode::AccessDenied
+    {
+        state.analytics.oauth(
+            OAuthEvent::AuthorizationFailed {
+                error: error.code.as_str(),
+            },
+            None,
+            Some(client.id.as_str()),
+        );
+    }
     match outcome {
         Err(error) if !interacted && !may_redirect_errors_silently(client) => {
             Err(PageError::bad_request(
@@ -236,6 +249,13 @@ async fn handle(
     let valid = match validate_authorize(&params, &client, &state.authorize_policy) {
         Ok(v) => v,
         Err(AuthorizeError::Local(e)) => {
+            state.analytics.oauth(
+                OAuthEvent::AuthorizationFailed {
+                    error: e.code.as_str(),
+                },
+                None,
+                Some(client.id.as_str()),
+            );
             return Err(PageError::bad_request(
                 "Invalid authorization request",
                 e.description.into_owned(),
@@ -301,6 +321,11 @@ async fn handle(
     match decision {
         Some(Decision::Deny) => {
             tracing::info!(user_id = ?user.id, client_id = ?client.id.as_str(), "authorization denied by the user");
+            state.analytics.oauth(
+                OAuthEvent::AuthorizationDenied,
+                Some(&user.id),
+                Some(client.id.as_str()),
+            );
             respond_valid(
                 state,
                 &client,
@@ -418,5 +443,11 @@ async fn issue_code(
         tracing::warn!(client_id = ?client.id.as_str(), error = ?e.to_string(), "recording the client's last use failed");
     }
     tracing::info!(user_id = ?user.id, client_id = ?client.id.as_str(), scope = ?valid.scope.to_string(), "authorization code issued");
+    state.analytics.oauth(
+        // Validation accepts S256 challenges only.
+        OAuthEvent::AuthorizationGranted { pkce_method: "S256" },
+        Some(&user.id),
+        Some(client.id.as_str()),
+    );
     respond_valid(state, client, valid, Ok(code.expose()), true)
 }

@@ -1,6 +1,7 @@
 //! Finding the client a request names: a registered one from the database, or a metadata
 //! document client fetched (and cached in the database, so every instance shares it).
 
+use mcp_oauth_core::analytics::OAuthEvent;
 use std::net::IpAddr;
 
 use mcp_oauth_core::domain::{ClientId, SecretHash};
@@ -130,5 +131,8 @@ async fn resolve_document(
         )),
     };
     state.db.upsert_document_client(&row).await?;
+    state
+        .analytics
+        .oauth(OAuthEvent::MetadataDocumentFetched, None, Some(&row.id));
     client_from_row(row)
 }

@@ -5,6 +5,7 @@
 //! of its validated metadata), so clients that register on every start do not multiply.
 //! Confidential clients always get a new registration, since each gets its own secret.
 
+use mcp_oauth_core::analytics::OAuthEvent;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -146,6 +147,9 @@ pub async fn register_post(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(client_id = ?row.id, name = ?metadata.client_name.as_deref().unwrap_or("-"), %ip, "client registered");
+    state
+        .analytics
+        .oauth(OAuthEvent::ClientRegistered, None, Some(&row.id));
     created(registration_response(
         &metadata,
         &row.id,

@@ -2,6 +2,7 @@
 //! that is unknown, already dead, or another client's is answered with 200 all the same
 //! (§2.2), and revoked only when it is the caller's own.
 
+use mcp_oauth_core::analytics::OAuthEvent;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -40,6 +41,11 @@ pub async fn revoke_post(
                 .await?;
             state.revocations.revoke_token(&claims.jti, claims.exp);
             tracing::info!(client_id = ?client.id.as_str(), "access token revoked");
+            state.analytics.oauth(
+                OAuthEvent::TokenRevoked,
+                Some(claims.sub.as_str()).filter(|s| *s != client.id.as_str()),
+                Some(client.id.as_str()),
+            );
         }
     } else if let Some(row) = state
         .db
@@ -61,6 +67,11 @@ pub async fn revoke_post(
             .revocations
             .revoke_grant(&row.grant_id, now + state.revocation_ttl());
         tracing::info!(client_id = ?client.id.as_str(), grant_id = ?row.grant_id, "grant revoked through its refresh token");
+        state.analytics.oauth(
+            OAuthEvent::TokenRevoked,
+            row.user_id.as_deref(),
+            Some(client.id.as_str()),
+        );
     }
     let mut r = StatusCode::OK.into_response();
     no_store(&mut r);

@@ -1,6 +1,7 @@
 //! The token endpoint (OAuth 2.1 §3.2): authenticate the client, then one function per grant.
 //! Every response, success or error, carries `Cache-Control: no-store`.
 
+use mcp_oauth_core::analytics::OAuthEvent;
 use std::net::IpAddr;
 
 use axum::Json;
@@ -75,8 +76,51 @@ pub async fn token_post(
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Response, ApiError> {
+    let mut authenticated = None;
+    let result = grant(&state, client_ip, &headers, &form, &mut authenticated).await;
+    match &result {
+        Err(ApiError::OAuth(e)) => state.analytics.oauth(
+            OAuthEvent::TokenFailed {
+                grant_type: grant_type_name(form.get("grant_type")),
+                error: e.code.as_str(),
+            },
+            None,
+            authenticated.as_deref(),
+        ),
+        Err(ApiError::Internal(_)) | Ok(_) => {}
+    }
+    result.map(|mut r| {
+        r.extensions_mut().insert(crate::analytics::Attribution {
+            user_id: None,
+            client_id: authenticated,
+        });
+        r
+    })
+}
+
+/// A grant type as recorded: one of ours, or `other` (so that junk cannot add rows).
+fn grant_type_name(presented: Option<&str>) -> &'static str {
+    match presented {
+        Some("authorization_code") => "authorization_code",
+        Some("refresh_token") => "refresh_token",
+        Some("client_credentials") => "client_credentials",
+        Some(_) => "other",
+        None => "none",
+    }
+}
+
+/// The token endpoint's work; `authenticated` is set to the client id once the client has
+/// authenticated.
+async fn grant(
+    state: &AppState,
+    client_ip: std::net::IpAddr,
+    headers: &HeaderMap,
+    form: &OAuthForm,
+    authenticated: &mut Option<String>,
+) -> Result<Response, ApiError> {
     let request = parse_token_request(&form.0)?;
-    let client = authenticated_client(&state, client_ip, &headers, &form).await?;
+    let client = authenticated_client(state, client_ip, headers, form).await?;
+    *authenticated = Some(client.id.as_str().to_owned());
     let response = match request {
         TokenRequest::AuthorizationCode {
             code,
@@ -85,7 +129,7 @@ pub async fn token_post(
             resource,
         } => {
             authorization_code(
-                &state,
+                state,
                 &client,
                 &code,
                 redirect_uri.as_deref(),
@@ -98,9 +142,9 @@ pub async fn token_post(
             refresh_token,
             scope,
             resource,
-        } => refresh(&state, &client, &refresh_token, scope.as_deref(), &resource).await?,
+        } => refresh(state, &client, &refresh_token, scope.as_deref(), &resource).await?,
         TokenRequest::ClientCredentials { scope, resource } => {
-            client_credentials(&state, &client, scope.as_deref(), &resource).await?
+            client_credentials(state, &client, scope.as_deref(), &resource).await?
         }
     };
     // Tokens have been issued (a code consumed, a refresh token rotated): a failure now must
@@ -170,6 +214,14 @@ async fn revoke_for_replay(
     reason: &str,
     client: &Client,
 ) -> Result<(), ApiError> {
+    let event = if reason == "refresh_token_reused" {
+        OAuthEvent::RefreshReuseDetected
+    } else {
+        OAuthEvent::CodeReplayDetected
+    };
+    state
+        .analytics
+        .oauth(event, None, Some(client.id.as_str()));
     let now = state.clock.now();
     state
         .db
@@ -265,6 +317,17 @@ async fn authorization_code(
         return Err(OAuthError::invalid_grant("authorization code was already used").into());
     }
     tracing::info!(client_id = ?client.id.as_str(), grant_id = ?row.grant_id, "tokens issued for an authorization code");
+    // Only S256 challenges are accepted (pkce.rs), so a stored one is S256.
+    let pkce_method = if stored.code_challenge.as_str().is_empty() {
+        "none"
+    } else {
+        "S256"
+    };
+    state.analytics.oauth(
+        OAuthEvent::CodeExchanged { pkce_method },
+        row.user_id.as_deref(),
+        Some(client.id.as_str()),
+    );
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer",
@@ -358,6 +421,11 @@ async fn refresh(
                 successor
             }
         };
+        state.analytics.oauth(
+            OAuthEvent::TokenRefreshed,
+            row.user_id.as_deref(),
+            Some(client.id.as_str()),
+        );
         return Ok(TokenResponse {
             access_token: access,
             token_type: "Bearer",
@@ -430,6 +498,11 @@ async fn client_credentials(
             now,
         },
     )?;
+    state.analytics.oauth(
+        OAuthEvent::ClientCredentialsGranted,
+        None,
+        Some(client.id.as_str()),
+    );
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer",

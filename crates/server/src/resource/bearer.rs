@@ -86,7 +86,21 @@ pub async fn require_bearer(
 ) -> Response {
     let body_unread = has_body(req.headers());
     let mut response = match authenticate(&layer, req).await {
-        Ok(req) => return next.run(req).await,
+        Ok(req) => {
+            let who = req
+                .extensions()
+                .get::<Principal>()
+                .map(|p| crate::analytics::Attribution {
+                    // A client-credentials token's subject is the client, not a user.
+                    user_id: (p.subject != p.client_id).then(|| p.subject.clone()),
+                    client_id: Some(p.client_id.clone()),
+                });
+            let mut response = next.run(req).await;
+            if let Some(who) = who {
+                response.extensions_mut().insert(who);
+            }
+            return response;
+        }
         Err(refusal) => refusal,
     };
     if body_unread {

@@ -1,0 +1,47 @@
+//! Usage analytics: recording (HTTP requests in `http`, MCP messages in `mcp`, OAuth events
+//! where they happen), the pipeline to the database (`pipeline`), and reading it back
+//! (`summary`, the JSON API in `api`).
+
+pub mod api;
+pub mod http;
+pub mod mcp;
+pub mod pipeline;
+
+use mcp_oauth_core::analytics::summary::{Names, Summary, summarize};
+use mcp_oauth_core::analytics::{Event, Millis, OAuthEvent, plan};
+use mcp_oauth_store::Db;
+
+pub use http::Attribution;
+pub use pipeline::Recorder;
+
+/// The figures of `[from, to)`: what the JSON API, the dashboard and the CLI show.
+pub async fn summary(db: &Db, from: Millis, to: Millis) -> mcp_oauth_store::Result<Summary> {
+    let plan = plan(from, to);
+    let rows = db.analytics_rows(&plan).await?;
+    let latencies = db.analytics_latencies(&plan).await?;
+    let mut users: Vec<&str> = rows.iter().map(|r| r.dims.user_id.as_str()).collect();
+    let mut clients: Vec<&str> = rows.iter().map(|r| r.dims.client_id.as_str()).collect();
+    for ids in [&mut users, &mut clients] {
+        ids.retain(|id| !id.is_empty());
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    let names = Names {
+        user_emails: db.user_emails(&users).await?,
+        client_names: db.client_names(&clients).await?,
+    };
+    Ok(summarize(from, to, &rows, &latencies, &names))
+}
+
+impl Recorder {
+    /// Record an OAuth event for `user` and `client`.
+    pub fn oauth(&self, event: OAuthEvent<'_>, user: Option<&str>, client: Option<&str>) {
+        if self.enabled() {
+            self.record(
+                Event::oauth(self.now_ms(), event)
+                    .user(user)
+                    .client(client),
+            );
+        }
+    }
+}

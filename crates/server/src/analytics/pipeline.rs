@@ -1,0 +1,176 @@
+//! From a request to the database without slowing it: `Recorder::record` puts an event on a
+//! bounded queue and returns at once (when the queue is full the event is dropped and
+//! counted); one writer task per instance stores the queue in batches, one transaction each,
+//! and drains what is left when the server stops.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use metrics::Counter;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use mcp_oauth_core::analytics::Event;
+use mcp_oauth_store::Db;
+
+use crate::clock::Clock;
+use crate::config::AnalyticsSettings;
+use crate::db_health::DbHealth;
+use crate::metrics::Metrics;
+
+/// Where events are handed in. Cheap to share; never blocks.
+pub struct Recorder {
+    queue: Option<mpsc::Sender<Event>>,
+    /// Dropped since the writer last stored the count.
+    unreported_drops: AtomicU64,
+    dropped_total: Counter,
+    recorded_total: Counter,
+    clock: Clock,
+}
+
+impl Recorder {
+    /// The recorder and the queue its writer reads; no queue when analytics is off.
+    pub fn new(
+        settings: &AnalyticsSettings,
+        clock: Clock,
+        metrics: &Metrics,
+    ) -> (Arc<Self>, Option<mpsc::Receiver<Event>>) {
+        let (queue, rx) = if settings.enabled {
+            let (tx, rx) = mpsc::channel(settings.queue_capacity);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let recorder = Self {
+            queue,
+            unreported_drops: AtomicU64::new(0),
+            dropped_total: metrics.counter(
+                "mcp_oauth_analytics_events_dropped_total",
+                &[],
+                "Analytics events dropped because the writer's queue was full.",
+            ),
+            recorded_total: metrics.counter(
+                "mcp_oauth_analytics_events_total",
+                &[],
+                "Analytics events handed to the writer.",
+            ),
+            clock,
+        };
+        (Arc::new(recorder), rx)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// Now, in Unix milliseconds, on the application's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_millis()
+    }
+
+    /// Queue `event` for storage, or count it as dropped when the queue is full.
+    pub fn record(&self, event: Event) {
+        let Some(queue) = &self.queue else { return };
+        match queue.try_send(event) {
+            Ok(()) => self.recorded_total.increment(1),
+            Err(_) => self.count_drops(1),
+        }
+    }
+
+    fn count_drops(&self, n: u64) {
+        self.unreported_drops.fetch_add(n, Ordering::Relaxed);
+        self.dropped_total.increment(n);
+    }
+
+    fn take_drops(&self) -> u64 {
+        self.unreported_drops.swap(0, Ordering::Relaxed)
+    }
+}
+
+/// Room for events the writer keeps between bursts.
+const IDLE_CAPACITY: usize = 64;
+
+/// The writer: stores batches until `stop` is cancelled, then whatever is still queued.
+pub struct Writer {
+    pub db: Db,
+    pub recorder: Arc<Recorder>,
+    pub queue: mpsc::Receiver<Event>,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    /// Events held while the database cannot take them, at most (then the oldest go).
+    pub max_pending: usize,
+    pub db_health: Arc<DbHealth>,
+}
+
+impl Writer {
+    pub fn spawn(self, stop: CancellationToken) -> JoinHandle<()> {
+        tokio::spawn(self.run(stop))
+    }
+
+    async fn run(mut self, stop: CancellationToken) {
+        let mut pending: Vec<Event> = Vec::with_capacity(IDLE_CAPACITY);
+        let mut tick = tokio::time::interval(self.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let room = self.batch_size.saturating_sub(pending.len()).max(1);
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                n = self.queue.recv_many(&mut pending, room) => {
+                    if n == 0 {
+                        break;
+                    }
+                    if pending.len() >= self.batch_size {
+                        self.flush(&mut pending).await;
+                    }
+                }
+                _ = tick.tick() => self.flush(&mut pending).await,
+            }
+        }
+        // Shutting down: store what requests that already finished recorded.
+        while let Ok(e) = self.queue.try_recv() {
+            pending.push(e);
+            if pending.len() >= self.batch_size {
+                self.flush(&mut pending).await;
+            }
+        }
+        self.flush(&mut pending).await;
+        if !pending.is_empty() {
+            tracing::warn!(
+                events = pending.len(),
+                "analytics events could not be stored before shutdown"
+            );
+        }
+    }
+
+    /// Store `pending` (with a count of drops since the last flush) in one transaction. On
+    /// failure the events stay pending for the next try, up to `max_pending`.
+    async fn flush(&self, pending: &mut Vec<Event>) {
+        let drops = self.recorder.take_drops();
+        if drops > 0 {
+            pending.push(Event::dropped(self.recorder.now_ms(), drops));
+        }
+        if pending.is_empty() {
+            return;
+        }
+        match self.db.record_events(pending).await {
+            Ok(()) => {
+                pending.clear();
+                // A burst grew it; an idle server need not keep the room.
+                pending.shrink_to(IDLE_CAPACITY);
+            }
+            Err(e) => {
+                if !self.db_health.observe(&e) {
+                    tracing::error!(error = ?e.to_string(), events = pending.len(), "storing analytics events failed");
+                }
+                if pending.len() > self.max_pending {
+                    let excess = pending.len() - self.max_pending;
+                    pending.drain(..excess);
+                    self.recorder.count_drops(excess as u64);
+                }
+            }
+        }
+    }
+}

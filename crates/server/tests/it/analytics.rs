@@ -1,0 +1,352 @@
+//! Analytics over real HTTP: a known workload (sign-ins, registrations, authorizations, code
+//! exchanges, refreshes, a replay, MCP sessions with successful, failing and refused tool
+//! calls, unauthenticated MCP requests) and the summary API's figures, asserted exactly.
+//! Runs on SQLite and, in CI, PostgreSQL; the last test has two instances share a database.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Browser, ClientAuth, PASSWORD, TestApp, initialize, initialized, ok_json, spawn_app_with,
+    spawn_second_instance, tool_call,
+};
+
+const ADMIN: &str = "admin@example.com";
+
+async fn spawn() -> TestApp {
+    spawn_app_with(|s| s.analytics.flush_interval_ms = 20).await
+}
+
+/// The summary of the last hour (and the next), read as `browser`.
+async fn summary_as(app: &TestApp, browser: &Browser) -> (StatusCode, Value) {
+    let now = app.clock.now();
+    let fmt = |t: i64| mcp_oauth_core::analytics::summary::rfc3339(t * 1000);
+    let url = format!(
+        "{}/analytics/api/summary?from={}&to={}",
+        app.url,
+        fmt(now - 3600),
+        fmt(now + 3600)
+    );
+    let r = browser.get(&url).await;
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Poll the summary until `done` holds for it (events reach the database a few
+/// milliseconds after their response), then return it.
+async fn settled_summary(app: &TestApp, admin: &Browser, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..200 {
+        let (status, s) = summary_as(app, admin).await;
+        assert_eq!(status, StatusCode::OK, "{s}");
+        if done(&s) {
+            return s;
+        }
+        last = s;
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the summary never settled: {last:#}");
+}
+
+async fn admin_browser(app: &TestApp) -> Browser {
+    app.create_user(ADMIN, true).await;
+    let b = Browser::new(app);
+    assert_eq!(b.login(ADMIN, PASSWORD).await.status(), StatusCode::SEE_OTHER);
+    b
+}
+
+/// An MCP session for `token`, as the SDKs open one.
+async fn session(app: &TestApp, token: &str) -> String {
+    let init = app.mcp_send(Some(token), None, &initialize(1)).await;
+    init.result();
+    let id = init.session_id().expect("a session");
+    let ack = app.mcp_send(Some(token), Some(&id), &initialized()).await;
+    assert_eq!(ack.status, StatusCode::ACCEPTED);
+    id
+}
+
+fn tool<'a>(s: &'a Value, name: &str) -> &'a Value {
+    s["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no tool {name} in {s:#}"))
+}
+
+fn by_key<'a>(s: &'a Value, list: &str, key: &str, value: &str) -> &'a Value {
+    s[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e[key] == value)
+        .unwrap_or_else(|| panic!("no {list} entry with {key} = {value} in {s:#}"))
+}
+
+#[tokio::test]
+async fn a_known_workload_gives_exact_figures() {
+    let app = spawn().await;
+    let admin = admin_browser(&app).await;
+
+    // Two users, two dynamically registered clients.
+    let alice = app.signed_in_browser("alice@example.com").await;
+    let bob = app.signed_in_browser("bob@example.com").await;
+    let (r1, r2) = ("http://127.0.0.1:7001/cb", "http://127.0.0.1:7002/cb");
+    let c1 = ClientAuth::Public(app.register_public_client(r1).await);
+    let c2 = ClientAuth::Public(app.register_public_client(r2).await);
+
+    // Three authorizations that are used, and one whose code is replayed.
+    let alice_c1 = app.tokens_for(&c1, &alice, r1, &[]).await;
+    let bob_c2 = app.tokens_for(&c2, &bob, r2, &[]).await;
+    let _alice_c2 = app.tokens_for(&c2, &alice, r2, &[]).await;
+    let (code, pkce) = app.code_for(&bob, c1.id(), r1, &[]).await;
+    ok_json(app.exchange_as(&c1, &code, r1, &pkce).await).await;
+    let replay = app.exchange_as(&c1, &code, r1, &pkce).await;
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+
+    // Two refreshes, each with the token the previous one returned.
+    assert!(!alice_c1.refresh_token.is_empty(), "a refresh token");
+    let first = ok_json(app.refresh_as(&c1, &alice_c1.refresh_token, &[]).await).await;
+    let second = first["refresh_token"].as_str().unwrap();
+    let refreshed = ok_json(app.refresh_as(&c1, second, &[]).await).await;
+    let alice_token = refreshed["access_token"].as_str().unwrap().to_owned();
+
+    // Three refused password submissions, one for an email nobody has.
+    let stranger = Browser::new(&app);
+    for (email, password) in [
+        ("alice@example.com", "wrong"),
+        ("alice@example.com", "wrong again"),
+        ("nobody@example.com", PASSWORD),
+    ] {
+        let r = stranger.login(email, password).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    // Alice: three sums, one overflowing sum (a tool error), one unknown tool (a JSON-RPC
+    // error). Bob: two sums and a tools/list.
+    let s = session(&app, &alice_token).await;
+    for i in 0..3 {
+        app.mcp_send(
+            Some(&alice_token),
+            Some(&s),
+            &tool_call(10 + i, "add_numbers", json!({"a": i, "b": 2})),
+        )
+        .await
+        .result();
+    }
+    let overflow = app
+        .mcp_send(
+            Some(&alice_token),
+            Some(&s),
+            &tool_call(20, "add_numbers", json!({"a": 1e308, "b": 1e308})),
+        )
+        .await;
+    assert!(overflow.tool_text().1, "a tool error");
+    let unknown = app
+        .mcp_send(
+            Some(&alice_token),
+            Some(&s),
+            &tool_call(21, "no_such_tool", json!({})),
+        )
+        .await;
+    assert!(
+        unknown.messages[0]["error"]["code"].is_i64(),
+        "a JSON-RPC error: {}",
+        unknown.body
+    );
+    let s = session(&app, &bob_c2.access_token).await;
+    for i in 0..2 {
+        app.mcp_send(
+            Some(&bob_c2.access_token),
+            Some(&s),
+            &tool_call(30 + i, "add_numbers", json!({"a": 1, "b": i})),
+        )
+        .await
+        .result();
+    }
+    app.mcp_send(
+        Some(&bob_c2.access_token),
+        Some(&s),
+        &crate::helpers::rpc(40, "tools/list", json!({})),
+    )
+    .await
+    .result();
+
+    // Two MCP requests without a token.
+    for _ in 0..2 {
+        let r = app.mcp_send(None, None, &initialize(1)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+
+    let s = settled_summary(&app, &admin, |s| {
+        s["mcp"]["methods"]["tools/list"] == 1
+            && s["mcp"]["unauthorized"] == 2
+            && s["oauth"]["failed_sign_ins"] == 3
+            && s["requests"]["by_route"]["/mcp"] == 14
+    })
+    .await;
+
+    assert_eq!(s["mcp"]["sessions"], 2, "{s:#}");
+    assert_eq!(s["mcp"]["unauthorized"], 2);
+    assert_eq!(
+        s["mcp"]["methods"],
+        json!({"initialize": 2, "notifications/initialized": 2, "tools/call": 7, "tools/list": 1})
+    );
+    assert_eq!(s["mcp"]["by_software"]["it/0"], 12, "every message of both sessions");
+    assert_eq!(s["mcp"]["by_transport"]["streamable_http"], 14);
+    assert_eq!(s["mcp"]["by_protocol_version"][crate::helpers::MCP_VERSION], 12);
+
+    let add = tool(&s, "add_numbers");
+    assert_eq!(
+        [
+            &add["calls"],
+            &add["successes"],
+            &add["tool_errors"],
+            &add["protocol_errors"],
+            &add["unique_users"]
+        ],
+        [&json!(6), &json!(5), &json!(1), &json!(0), &json!(2)],
+        "{add}"
+    );
+    for p in ["p50_ms", "p95_ms", "p99_ms"] {
+        assert!(add[p].as_f64().is_some_and(|v| v > 0.0), "{p}: {add}");
+    }
+    let unknown = tool(&s, "no_such_tool");
+    assert_eq!((&unknown["calls"], &unknown["protocol_errors"]), (&json!(1), &json!(1)));
+
+    let alice = by_key(&s, "users", "email", "alice@example.com");
+    assert_eq!((&alice["tool_calls"], &alice["sessions"]), (&json!(5), &json!(1)));
+    let bob = by_key(&s, "users", "email", "bob@example.com");
+    assert_eq!((&bob["tool_calls"], &bob["sessions"]), (&json!(2), &json!(1)));
+
+    let c1_row = by_key(&s, "clients", "client_id", c1.id());
+    assert_eq!((&c1_row["users"], &c1_row["tool_calls"]), (&json!(2), &json!(5)));
+    let c2_row = by_key(&s, "clients", "client_id", c2.id());
+    assert_eq!((&c2_row["users"], &c2_row["tool_calls"]), (&json!(2), &json!(2)));
+
+    let o = &s["oauth"];
+    assert_eq!(o["registrations"], 2, "{o:#}");
+    assert_eq!(o["authorizations_granted"], 4);
+    assert_eq!(o["authorizations_denied"], 0);
+    assert_eq!(o["code_exchanges"], 4);
+    assert_eq!(o["refresh_grants"], 2);
+    assert_eq!(o["client_credentials_grants"], 0);
+    assert_eq!(o["code_replay_detected"], 1);
+    assert_eq!(o["refresh_reuse_detected"], 0);
+    assert_eq!(o["token_failures"], json!({"invalid_grant": 1}));
+    // The admin, alice and bob signed in; three submissions were refused.
+    assert_eq!(o["sign_ins"], 3);
+    assert_eq!(o["failed_sign_ins"], 3);
+    assert_eq!(o["pkce_s256_share"], 1.0);
+
+    // Seven token requests: four exchanges, one replay, two refreshes.
+    assert_eq!(s["requests"]["by_route"]["/token"], 7);
+    assert_eq!(s["requests"]["by_route"]["/register"], 2);
+    assert!(s["requests"]["by_status"]["401"].as_u64().unwrap() >= 5);
+    assert_eq!(s["dropped_events"], 0);
+}
+
+#[tokio::test]
+async fn the_summary_is_for_admins_only() {
+    let app = spawn_app_with(|s| {
+        s.analytics.admin_emails = vec!["Ops@Example.com".into()];
+    })
+    .await;
+    let anonymous = Browser::new(&app);
+    assert_eq!(summary_as(&app, &anonymous).await.0, StatusCode::UNAUTHORIZED);
+    let user = app.signed_in_browser("someone@example.com").await;
+    assert_eq!(summary_as(&app, &user).await.0, StatusCode::FORBIDDEN);
+    // On the list, compared without regard to case.
+    let ops = app.signed_in_browser("ops@example.com").await;
+    assert_eq!(summary_as(&app, &ops).await.0, StatusCode::OK);
+    let admin = admin_browser(&app).await;
+    assert_eq!(summary_as(&app, &admin).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_bad_range_is_an_invalid_request() {
+    let app = spawn().await;
+    let admin = admin_browser(&app).await;
+    for query in [
+        "from=yesterday",
+        "from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z",
+        "from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+    ] {
+        let r = admin
+            .get(&format!("{}/analytics/api/summary?{query}", app.url))
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{query}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request");
+    }
+}
+
+#[tokio::test]
+async fn events_outside_the_range_are_not_counted() {
+    let app = spawn().await;
+    let admin = admin_browser(&app).await;
+    let s = settled_summary(&app, &admin, |s| s["oauth"]["sign_ins"] == 1).await;
+    assert_eq!(s["oauth"]["sign_ins"], 1);
+    // A range that ends before the admin signed in.
+    let now = app.clock.now();
+    let fmt = |t: i64| mcp_oauth_core::analytics::summary::rfc3339(t * 1000);
+    let r = admin
+        .get(&format!(
+            "{}/analytics/api/summary?from={}&to={}",
+            app.url,
+            fmt(now - 7200),
+            fmt(now - 60)
+        ))
+        .await;
+    let s: Value = r.json().await.unwrap();
+    assert_eq!(s["oauth"]["sign_ins"], 0, "{s:#}");
+    assert_eq!(s["requests"]["total"], 0);
+}
+
+#[tokio::test]
+async fn two_instances_on_one_database_add_up() {
+    let app = spawn().await;
+    let second = spawn_second_instance(&app).await;
+    let admin = admin_browser(&app).await;
+    // Three unauthenticated MCP requests to each instance.
+    for instance in [&app, &second] {
+        for _ in 0..3 {
+            let r = instance.mcp_send(None, None, &initialize(1)).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        }
+    }
+    let s = settled_summary(&app, &admin, |s| s["mcp"]["unauthorized"] == 6).await;
+    assert_eq!(s["mcp"]["unauthorized"], 6);
+    assert_eq!(s["requests"]["by_route"]["/mcp"], 6);
+}
+
+#[tokio::test]
+async fn the_command_line_prints_the_same_summary() {
+    let app = spawn().await;
+    let admin = admin_browser(&app).await;
+    let api = settled_summary(&app, &admin, |s| s["oauth"]["sign_ins"] == 1).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"))
+        .env_clear()
+        .env("MCP_OAUTH_DATABASE_URL", &app.database_url)
+        .env(
+            "MCP_OAUTH_KEYS__ENCRYPTION_KEY",
+            crate::helpers::TEST_ENCRYPTION_KEY,
+        )
+        .args([
+            "analytics",
+            "summary",
+            "--from",
+            api["from"].as_str().unwrap(),
+            "--to",
+            api["to"].as_str().unwrap(),
+        ])
+        .output()
+        .expect("run mcp-oauth");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(cli, api);
+}
