@@ -446,8 +446,9 @@ async fn admin(command: &Command, settings: &Settings, db: &Db) -> anyhow::Resul
                 from: from.clone(),
                 to: to.clone(),
             };
-            let (from, to) = crate::analytics::api::parse_range(&range, Clock::system().now_millis())
-                .map_err(|why| anyhow!("{why}"))?;
+            let (from, to) =
+                crate::analytics::api::parse_range(&range, Clock::system().now_millis())
+                    .map_err(|why| anyhow!("{why}"))?;
             let summary = crate::analytics::summary(db, from, to).await?;
             writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
         }

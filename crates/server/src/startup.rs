@@ -296,7 +296,9 @@ impl Application {
         // Every request has finished: store what they recorded, then close the database.
         writer_stop.cancel();
         if let Some(writer) = writer
-            && tokio::time::timeout(WRITER_DRAIN_TIMEOUT, writer).await.is_err()
+            && tokio::time::timeout(WRITER_DRAIN_TIMEOUT, writer)
+                .await
+                .is_err()
         {
             tracing::warn!("analytics writer did not finish in time; its last events are lost");
         }

@@ -51,7 +51,9 @@ pub struct AppState {
     /// Where usage events are recorded (see `crate::analytics`).
     pub analytics: Arc<Recorder>,
     /// The recorder's queue, taken by the writer when the server starts.
-    pub analytics_queue: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<mcp_oauth_core::analytics::Event>>>>,
+    pub analytics_queue: Arc<
+        std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<mcp_oauth_core::analytics::Event>>>,
+    >,
 }
 
 impl AppState {

@@ -29,6 +29,27 @@ const DIMENSIONS: &str = "kind, name, detail, outcome, code, user_id, client_id,
 /// the last, partial chunk would fill each connection's statement cache with large programs.
 const CHUNK: usize = 400;
 
+fn event_row(r: &sqlx::any::AnyRow) -> Result<EventRow> {
+    Ok(EventRow {
+        at_ms: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        name: r.try_get(2)?,
+        detail: r.try_get(3)?,
+        outcome: r.try_get(4)?,
+        code: r.try_get(5)?,
+        user_id: r.try_get(6)?,
+        client_id: r.try_get(7)?,
+        software: r.try_get(8)?,
+        protocol_version: r.try_get(9)?,
+        transport: r.try_get(10)?,
+        latency_us: r.try_get(11)?,
+        count: r.try_get(12)?,
+        ip: r.try_get(13)?,
+        user_agent: r.try_get(14)?,
+        request_id: r.try_get(15)?,
+    })
+}
+
 fn dims_values(d: &Dimensions) -> [&str; 10] {
     [
         &d.kind,
@@ -77,6 +98,61 @@ pub struct AnalyticsRetention {
     pub raw_ms: i64,
     /// Per-hour and per-day rollups.
     pub rollups_ms: i64,
+}
+
+/// Events summed per time step (a point of a chart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesPoint {
+    /// The step's start.
+    pub at: Millis,
+    pub kind: String,
+    pub name: String,
+    pub detail: String,
+    pub outcome: String,
+    pub count: u64,
+}
+
+/// Which raw events a drill-down lists; every given field must match.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub from: Millis,
+    pub to: Millis,
+    pub kind: Option<String>,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    /// The tool (MCP `tools/call` events' detail).
+    pub tool: Option<String>,
+}
+
+/// One stored raw event, for drill-downs and exports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EventRow {
+    pub at_ms: Millis,
+    pub kind: String,
+    pub name: String,
+    pub detail: String,
+    pub outcome: String,
+    pub code: String,
+    pub user_id: String,
+    pub client_id: String,
+    pub software: String,
+    pub protocol_version: String,
+    pub transport: String,
+    pub latency_us: Option<i64>,
+    pub count: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// A client's grants that can still mint tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveGrants {
+    pub client_id: String,
+    pub live: u64,
+    /// Of them, those that end before the horizon asked for.
+    pub expiring: u64,
+    pub next_expiry: Option<i64>,
 }
 
 impl Db {
@@ -292,6 +368,134 @@ impl Db {
             }
         }
         Ok(out)
+    }
+
+    /// Events of `[from, to)` summed per `step_ms` (a multiple of `period`), from the
+    /// rollups of `period`: the points of the dashboard's charts.
+    pub async fn analytics_series(
+        &self,
+        period: Period,
+        step_ms: i64,
+        from: Millis,
+        to: Millis,
+    ) -> Result<Vec<SeriesPoint>> {
+        let rows = sqlx::query(
+            "SELECT (bucket_start / $1) * $1, kind, name, detail, outcome, \
+             CAST(SUM(count) AS BIGINT) FROM analytics_rollups \
+             WHERE period = $2 AND bucket_start >= $3 AND bucket_start < $4 \
+             GROUP BY 1, 2, 3, 4, 5 ORDER BY 1",
+        )
+        .bind(step_ms.max(1))
+        .bind(period.seconds())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(SeriesPoint {
+                    at: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    name: r.try_get(2)?,
+                    detail: r.try_get(3)?,
+                    outcome: r.try_get(4)?,
+                    count: r.try_get::<i64, _>(5)?.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// Latency histograms of each tool per `step_ms`, from the rollups of `period`.
+    pub async fn analytics_tool_latency_series(
+        &self,
+        period: Period,
+        step_ms: i64,
+        from: Millis,
+        to: Millis,
+    ) -> Result<BTreeMap<(String, Millis), Histogram>> {
+        let rows = sqlx::query(
+            "SELECT (bucket_start / $1) * $1, detail, bin, CAST(SUM(count) AS BIGINT) \
+             FROM analytics_latency WHERE period = $2 AND bucket_start >= $3 \
+             AND bucket_start < $4 AND kind = 'mcp' AND name = 'tools/call' \
+             GROUP BY 1, 2, 3",
+        )
+        .bind(step_ms.max(1))
+        .bind(period.seconds())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out: BTreeMap<(String, Millis), Histogram> = BTreeMap::new();
+        for r in rows {
+            let at: i64 = r.try_get(0)?;
+            let tool: String = r.try_get(1)?;
+            let bin: i64 = r.try_get(2)?;
+            let n: i64 = r.try_get(3)?;
+            out.entry((tool, at)).or_default().add_to_bucket(
+                u16::try_from(bin).unwrap_or(histogram::MAX_BUCKET),
+                n.max(0) as u64,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The newest raw events matching `filter`, at most `limit`.
+    pub async fn analytics_events(&self, f: &EventFilter, limit: i64) -> Result<Vec<EventRow>> {
+        let mut sql = format!(
+            "SELECT at_ms, {DIMENSIONS}, latency_us, count, ip, user_agent, request_id \
+             FROM analytics_events WHERE at_ms >= $1 AND at_ms < $2"
+        );
+        let mut binds: Vec<&str> = Vec::new();
+        for (column, value) in [
+            ("kind", &f.kind),
+            ("user_id", &f.user_id),
+            ("client_id", &f.client_id),
+        ] {
+            if let Some(v) = value {
+                binds.push(v);
+                sql.push_str(&format!(" AND {column} = ${}", binds.len() + 2));
+            }
+        }
+        if let Some(tool) = &f.tool {
+            binds.push(tool);
+            sql.push_str(&format!(
+                " AND kind = 'mcp' AND name = 'tools/call' AND detail = ${}",
+                binds.len() + 2
+            ));
+        }
+        sql.push_str(&format!(
+            " ORDER BY at_ms DESC, id DESC LIMIT ${}",
+            binds.len() + 3
+        ));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(f.from).bind(f.to);
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q.bind(limit).fetch_all(&self.reader).await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    /// Live grants per client at `now`, and how many end before `horizon`.
+    pub async fn live_grants(&self, now: i64, horizon: i64) -> Result<Vec<LiveGrants>> {
+        let rows = sqlx::query(
+            "SELECT client_id, CAST(COUNT(*) AS BIGINT), \
+             CAST(SUM(CASE WHEN expires_at < $2 THEN 1 ELSE 0 END) AS BIGINT), MIN(expires_at) \
+             FROM grants WHERE revoked_at IS NULL AND expires_at > $1 GROUP BY client_id",
+        )
+        .bind(now)
+        .bind(horizon)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(LiveGrants {
+                    client_id: r.try_get(0)?,
+                    live: r.try_get::<i64, _>(1)?.max(0) as u64,
+                    expiring: r.try_get::<i64, _>(2)?.max(0) as u64,
+                    next_expiry: r.try_get(3)?,
+                })
+            })
+            .collect()
     }
 
     /// Emails of the users with these ids (those that still exist).

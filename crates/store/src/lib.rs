@@ -25,7 +25,7 @@ mod throttles;
 mod tokens;
 mod users;
 
-pub use analytics::AnalyticsRetention;
+pub use analytics::{AnalyticsRetention, EventFilter, EventRow, LiveGrants, SeriesPoint};
 pub use clients::ClientRow;
 pub use codes::{CodeRow, NewAuthorization};
 pub use consents::{ConnectedApp, ConsentRow};

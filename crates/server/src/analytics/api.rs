@@ -122,7 +122,10 @@ mod tests {
     #[test]
     fn a_range_defaults_to_the_last_day_and_must_be_ordered_and_bounded() {
         let now = 1_700_000_000_000;
-        assert_eq!(parse_range(&q(None, None), now), Ok((now - 86_400_000, now)));
+        assert_eq!(
+            parse_range(&q(None, None), now),
+            Ok((now - 86_400_000, now))
+        );
         assert_eq!(
             parse_range(
                 &q(Some("2023-11-14T00:00:00Z"), Some("2023-11-14T01:00:00Z")),
@@ -130,8 +133,20 @@ mod tests {
             ),
             Ok((1_699_920_000_000, 1_699_923_600_000))
         );
-        assert!(parse_range(&q(Some("2023-11-14T01:00:00Z"), Some("2023-11-14T00:00:00Z")), now).is_err());
-        assert!(parse_range(&q(Some("2020-01-01T00:00:00Z"), Some("2023-11-14T00:00:00Z")), now).is_err());
+        assert!(
+            parse_range(
+                &q(Some("2023-11-14T01:00:00Z"), Some("2023-11-14T00:00:00Z")),
+                now
+            )
+            .is_err()
+        );
+        assert!(
+            parse_range(
+                &q(Some("2020-01-01T00:00:00Z"), Some("2023-11-14T00:00:00Z")),
+                now
+            )
+            .is_err()
+        );
         assert!(parse_range(&q(Some("yesterday"), None), now).is_err());
     }
 }

@@ -34,8 +34,10 @@ pub struct Attribution {
 /// itself (watching it must not change what it shows).
 fn is_excluded(route: &str, base: &str) -> bool {
     let route = route.strip_prefix(base).unwrap_or(route);
-    matches!(route, "/healthz" | "/readyz" | "/metrics" | "/static/app.css")
-        || route == "/analytics"
+    matches!(
+        route,
+        "/healthz" | "/readyz" | "/metrics" | "/static/app.css"
+    ) || route == "/analytics"
         || route.starts_with("/analytics/")
 }
 
@@ -183,7 +185,12 @@ mod tests {
             assert!(is_excluded(route, ""), "{route}");
         }
         assert!(is_excluded("/base/analytics", "/base"));
-        for route in ["/token", "/mcp", "/authorize", "/.well-known/oauth-authorization-server"] {
+        for route in [
+            "/token",
+            "/mcp",
+            "/authorize",
+            "/.well-known/oauth-authorization-server",
+        ] {
             assert!(!is_excluded(route, ""), "{route}");
         }
     }

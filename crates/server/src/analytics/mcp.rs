@@ -85,19 +85,25 @@ impl Watch {
     fn finish(self, result: McpResult, timed: bool) {
         let latency = self.start.elapsed().as_micros() as u64;
         let s = &self.sender;
-        let mut event = Event::mcp(self.at, self.method, self.target.as_deref(), result, latency)
-            .user(
-                s.principal
-                    .as_ref()
-                    .filter(|p| p.subject != p.client_id)
-                    .map(|p| p.subject.as_str()),
-            )
-            .client(s.principal.as_ref().map(|p| p.client_id.as_str()))
-            .mcp_context(
-                s.software.as_deref(),
-                s.protocol_version.as_deref(),
-                s.transport,
-            );
+        let mut event = Event::mcp(
+            self.at,
+            self.method,
+            self.target.as_deref(),
+            result,
+            latency,
+        )
+        .user(
+            s.principal
+                .as_ref()
+                .filter(|p| p.subject != p.client_id)
+                .map(|p| p.subject.as_str()),
+        )
+        .client(s.principal.as_ref().map(|p| p.client_id.as_str()))
+        .mcp_context(
+            s.software.as_deref(),
+            s.protocol_version.as_deref(),
+            s.transport,
+        );
         if !timed {
             event.latency_us = None;
         }
@@ -246,7 +252,10 @@ impl<S: ServerHandler> ServerHandler for Recorded<S> {
         self.inner.supported_protocol_versions()
     }
 
-    async fn discover(&self, context: RequestContext<RoleServer>) -> Result<DiscoverResult, McpError> {
+    async fn discover(
+        &self,
+        context: RequestContext<RoleServer>,
+    ) -> Result<DiscoverResult, McpError> {
         let watch = self.watch("server/discover", None, &context);
         let result = self.inner.discover(context).await;
         if let Some(w) = watch {

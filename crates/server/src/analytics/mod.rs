@@ -37,11 +37,7 @@ impl Recorder {
     /// Record an OAuth event for `user` and `client`.
     pub fn oauth(&self, event: OAuthEvent<'_>, user: Option<&str>, client: Option<&str>) {
         if self.enabled() {
-            self.record(
-                Event::oauth(self.now_ms(), event)
-                    .user(user)
-                    .client(client),
-            );
+            self.record(Event::oauth(self.now_ms(), event).user(user).client(client));
         }
     }
 }

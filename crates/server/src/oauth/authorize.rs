@@ -445,7 +445,9 @@ async fn issue_code(
     tracing::info!(user_id = ?user.id, client_id = ?client.id.as_str(), scope = ?valid.scope.to_string(), "authorization code issued");
     state.analytics.oauth(
         // Validation accepts S256 challenges only.
-        OAuthEvent::AuthorizationGranted { pkce_method: "S256" },
+        OAuthEvent::AuthorizationGranted {
+            pkce_method: "S256",
+        },
         Some(&user.id),
         Some(client.id.as_str()),
     );

@@ -5,12 +5,12 @@
 //! of its validated metadata), so clients that register on every start do not multiply.
 //! Confidential clients always get a new registration, since each gets its own secret.
 
-use mcp_oauth_core::analytics::OAuthEvent;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use mcp_oauth_core::analytics::OAuthEvent;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

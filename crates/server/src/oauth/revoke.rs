@@ -2,10 +2,10 @@
 //! that is unknown, already dead, or another client's is answered with 200 all the same
 //! (§2.2), and revoked only when it is the caller's own.
 
-use mcp_oauth_core::analytics::OAuthEvent;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use mcp_oauth_core::analytics::OAuthEvent;
 
 use mcp_oauth_core::domain::SecretHash;
 

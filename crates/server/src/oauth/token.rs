@@ -219,9 +219,7 @@ async fn revoke_for_replay(
     } else {
         OAuthEvent::CodeReplayDetected
     };
-    state
-        .analytics
-        .oauth(event, None, Some(client.id.as_str()));
+    state.analytics.oauth(event, None, Some(client.id.as_str()));
     let now = state.clock.now();
     state
         .db

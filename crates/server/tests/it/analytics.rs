@@ -51,7 +51,10 @@ async fn settled_summary(app: &TestApp, admin: &Browser, done: impl Fn(&Value) -
 async fn admin_browser(app: &TestApp) -> Browser {
     app.create_user(ADMIN, true).await;
     let b = Browser::new(app);
-    assert_eq!(b.login(ADMIN, PASSWORD).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        b.login(ADMIN, PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
     b
 }
 
@@ -192,9 +195,15 @@ async fn a_known_workload_gives_exact_figures() {
         s["mcp"]["methods"],
         json!({"initialize": 2, "notifications/initialized": 2, "tools/call": 7, "tools/list": 1})
     );
-    assert_eq!(s["mcp"]["by_software"]["it/0"], 12, "every message of both sessions");
+    assert_eq!(
+        s["mcp"]["by_software"]["it/0"], 12,
+        "every message of both sessions"
+    );
     assert_eq!(s["mcp"]["by_transport"]["streamable_http"], 14);
-    assert_eq!(s["mcp"]["by_protocol_version"][crate::helpers::MCP_VERSION], 12);
+    assert_eq!(
+        s["mcp"]["by_protocol_version"][crate::helpers::MCP_VERSION],
+        12
+    );
 
     let add = tool(&s, "add_numbers");
     assert_eq!(
@@ -212,17 +221,32 @@ async fn a_known_workload_gives_exact_figures() {
         assert!(add[p].as_f64().is_some_and(|v| v > 0.0), "{p}: {add}");
     }
     let unknown = tool(&s, "no_such_tool");
-    assert_eq!((&unknown["calls"], &unknown["protocol_errors"]), (&json!(1), &json!(1)));
+    assert_eq!(
+        (&unknown["calls"], &unknown["protocol_errors"]),
+        (&json!(1), &json!(1))
+    );
 
     let alice = by_key(&s, "users", "email", "alice@example.com");
-    assert_eq!((&alice["tool_calls"], &alice["sessions"]), (&json!(5), &json!(1)));
+    assert_eq!(
+        (&alice["tool_calls"], &alice["sessions"]),
+        (&json!(5), &json!(1))
+    );
     let bob = by_key(&s, "users", "email", "bob@example.com");
-    assert_eq!((&bob["tool_calls"], &bob["sessions"]), (&json!(2), &json!(1)));
+    assert_eq!(
+        (&bob["tool_calls"], &bob["sessions"]),
+        (&json!(2), &json!(1))
+    );
 
     let c1_row = by_key(&s, "clients", "client_id", c1.id());
-    assert_eq!((&c1_row["users"], &c1_row["tool_calls"]), (&json!(2), &json!(5)));
+    assert_eq!(
+        (&c1_row["users"], &c1_row["tool_calls"]),
+        (&json!(2), &json!(5))
+    );
     let c2_row = by_key(&s, "clients", "client_id", c2.id());
-    assert_eq!((&c2_row["users"], &c2_row["tool_calls"]), (&json!(2), &json!(2)));
+    assert_eq!(
+        (&c2_row["users"], &c2_row["tool_calls"]),
+        (&json!(2), &json!(2))
+    );
 
     let o = &s["oauth"];
     assert_eq!(o["registrations"], 2, "{o:#}");
@@ -253,7 +277,10 @@ async fn the_summary_is_for_admins_only() {
     })
     .await;
     let anonymous = Browser::new(&app);
-    assert_eq!(summary_as(&app, &anonymous).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        summary_as(&app, &anonymous).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     let user = app.signed_in_browser("someone@example.com").await;
     assert_eq!(summary_as(&app, &user).await.0, StatusCode::FORBIDDEN);
     // On the list, compared without regard to case.

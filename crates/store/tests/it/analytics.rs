@@ -1,9 +1,10 @@
 //! Analytics storage: a range read from rollups and raw edges equals the events in it, writes
 //! from several writers add up, and retention deletes only what is old enough.
 
+use mcp_oauth_core::analytics::Period;
 use mcp_oauth_core::analytics::summary::Row;
 use mcp_oauth_core::analytics::{Event, McpResult, OAuthEvent, plan};
-use mcp_oauth_store::AnalyticsRetention;
+use mcp_oauth_store::{AnalyticsRetention, EventFilter};
 
 use crate::helpers::TestDb;
 
@@ -163,7 +164,62 @@ async fn retention_deletes_old_raw_events_and_rollups_only(t: TestDb) {
     );
 }
 
+async fn series_sum_rollups_per_step(t: TestDb) {
+    let events = workload();
+    t.db.record_events(&events).await.expect("record");
+    let step = 6 * HOUR;
+    let points =
+        t.db.analytics_series(Period::Hour, step, T0, T0 + 4 * DAY)
+            .await
+            .expect("series");
+    assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 300);
+    for p in &points {
+        assert_eq!(p.at % step, 0, "aligned to the step");
+        let expected = events
+            .iter()
+            .filter(|e| e.at >= p.at && e.at < p.at + step)
+            .filter(|e| e.dims.detail == p.detail && e.dims.outcome == p.outcome)
+            .count() as u64;
+        assert_eq!(p.count, expected, "{p:?}");
+    }
+    let latencies =
+        t.db.analytics_tool_latency_series(Period::Hour, step, T0, T0 + 4 * DAY)
+            .await
+            .expect("latency series");
+    assert_eq!(latencies.values().map(|h| h.count()).sum::<u64>(), 300);
+}
+
+async fn drill_down_lists_the_newest_matching_events(t: TestDb) {
+    t.db.record_events(&workload()).await.expect("record");
+    let filter = EventFilter {
+        from: T0,
+        to: T0 + 3 * DAY,
+        user_id: Some("u1".into()),
+        tool: Some("add".into()),
+        ..EventFilter::default()
+    };
+    let rows = t.db.analytics_events(&filter, 10).await.expect("events");
+    assert_eq!(rows.len(), 10);
+    assert!(
+        rows.windows(2).all(|w| w[0].at_ms >= w[1].at_ms),
+        "newest first"
+    );
+    assert!(rows.iter().all(|r| r.user_id == "u1" && r.detail == "add"));
+    let none = EventFilter {
+        client_id: Some("nobody".into()),
+        ..filter
+    };
+    assert!(
+        t.db.analytics_events(&none, 10)
+            .await
+            .expect("events")
+            .is_empty()
+    );
+}
+
 backend_tests!(
+    series_sum_rollups_per_step,
+    drill_down_lists_the_newest_matching_events,
     any_range_counts_exactly_the_events_in_it,
     batches_from_concurrent_writers_add_up,
     dropped_counts_and_oauth_events_are_kept,
