@@ -146,6 +146,15 @@ pub fn router(state: AppState) -> Router {
             "/analytics/api/summary",
             get(crate::analytics::api::summary_get),
         )
+        .route("/analytics", get(crate::analytics::dashboard::page_get))
+        .route(
+            "/analytics/live",
+            get(crate::analytics::dashboard::live_get),
+        )
+        .route(
+            "/analytics/{page}",
+            get(crate::analytics::dashboard::page_get),
+        )
         .route_layer(from_fn_with_state(
             state.db_health.clone(),
             crate::db_health::page_needs_database,
@@ -154,6 +163,10 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(home))
         .merge(pages)
         .route("/static/app.css", get(crate::web::stylesheet))
+        .route(
+            "/static/analytics.js",
+            get(crate::analytics::dashboard::script),
+        )
         .merge(crate::oauth::router(&state))
         .merge(crate::mcp::router(&state));
     let app = if base.is_empty() {

@@ -50,6 +50,8 @@ pub struct AppState {
     pub mcp_sessions: Arc<McpSessions>,
     /// Where usage events are recorded (see `crate::analytics`).
     pub analytics: Arc<Recorder>,
+    /// Open live dashboards (`/analytics/live`), bounded.
+    pub live_streams: Arc<tokio::sync::Semaphore>,
     /// The recorder's queue, taken by the writer when the server starts.
     pub analytics_queue: Arc<
         std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<mcp_oauth_core::analytics::Event>>>,
@@ -100,6 +102,7 @@ impl AppState {
             metrics,
             mcp_sessions,
             analytics,
+            live_streams: crate::analytics::dashboard::live_streams(),
             analytics_queue: Arc::new(std::sync::Mutex::new(analytics_queue)),
         })
     }

@@ -519,6 +519,13 @@ impl Db {
             .collect())
     }
 
+    /// Registration kinds (`dynamic`, `preregistered`, `metadata_document`) of these clients.
+    pub async fn client_kinds(&self, ids: &[String]) -> Result<HashMap<String, String>> {
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        self.names_of("SELECT id, kind FROM clients WHERE id IN", &ids)
+            .await
+    }
+
     async fn names_of(&self, select: &str, ids: &[&str]) -> Result<HashMap<String, String>> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(CHUNK) {

@@ -403,6 +403,46 @@ pub fn summarize(
     }
 }
 
+/// Tool calls per user, client and tool: who uses which tool through which application.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Breakdown {
+    pub user_id: String,
+    pub client_id: String,
+    pub tool: String,
+    pub calls: u64,
+    /// Tool errors and JSON-RPC errors.
+    pub errors: u64,
+}
+
+/// The user × client × tool breakdown of the `tools/call` rows, most calls first.
+pub fn tool_breakdown(rows: &[Row]) -> Vec<Breakdown> {
+    let mut sums: BTreeMap<(&str, &str, &str), (u64, u64)> = BTreeMap::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.dims.kind == "mcp" && r.dims.name == "tools/call")
+    {
+        let e = sums
+            .entry((&r.dims.user_id, &r.dims.client_id, &r.dims.detail))
+            .or_default();
+        e.0 += r.count;
+        if r.dims.outcome != "ok" {
+            e.1 += r.count;
+        }
+    }
+    let mut out: Vec<Breakdown> = sums
+        .into_iter()
+        .map(|((u, c, t), (calls, errors))| Breakdown {
+            user_id: u.to_owned(),
+            client_id: c.to_owned(),
+            tool: t.to_owned(),
+            calls,
+            errors,
+        })
+        .collect();
+    out.sort_by(|a, b| b.calls.cmp(&a.calls));
+    out
+}
+
 /// Note who acted: the user and the client, their pairing and when they were last seen.
 fn note_actor(
     d: &Dimensions,
@@ -586,6 +626,31 @@ mod tests {
         assert_eq!(s.oauth.failed_sign_ins, 2);
         assert_eq!(s.oauth.token_failures["invalid_grant"], 1);
         assert_eq!(s.dropped_events, 7);
+    }
+
+    #[test]
+    fn the_breakdown_sums_calls_per_user_client_and_tool() {
+        let rows: Vec<Row> = [
+            call("u1", "c1", "add", McpResult::Success, 1),
+            call("u1", "c1", "add", McpResult::ToolError, 1),
+            call("u1", "c2", "add", McpResult::Success, 1),
+            call("u2", "c1", "prime", McpResult::Success, 1),
+        ]
+        .into_iter()
+        .map(row)
+        .collect();
+        let b = tool_breakdown(&rows);
+        assert_eq!(b.len(), 3);
+        assert_eq!(
+            (
+                b[0].user_id.as_str(),
+                b[0].client_id.as_str(),
+                b[0].tool.as_str(),
+                b[0].calls,
+                b[0].errors
+            ),
+            ("u1", "c1", "add", 2, 1)
+        );
     }
 
     #[test]

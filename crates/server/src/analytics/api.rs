@@ -38,7 +38,8 @@ fn invalid(description: &str) -> Response {
 pub fn parse_range(q: &RangeQuery, now: Millis) -> Result<(Millis, Millis), &'static str> {
     let to = match &q.to {
         Some(s) => parse_rfc3339(s).ok_or("`to` must be an RFC 3339 time")?,
-        None => now,
+        // Exclusive: one past now, so that what happened this very millisecond is in.
+        None => now + 1,
     };
     let from = match &q.from {
         Some(s) => parse_rfc3339(s).ok_or("`from` must be an RFC 3339 time")?,
@@ -124,7 +125,7 @@ mod tests {
         let now = 1_700_000_000_000;
         assert_eq!(
             parse_range(&q(None, None), now),
-            Ok((now - 86_400_000, now))
+            Ok((now + 1 - 86_400_000, now + 1))
         );
         assert_eq!(
             parse_range(

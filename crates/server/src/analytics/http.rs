@@ -36,7 +36,7 @@ fn is_excluded(route: &str, base: &str) -> bool {
     let route = route.strip_prefix(base).unwrap_or(route);
     matches!(
         route,
-        "/healthz" | "/readyz" | "/metrics" | "/static/app.css"
+        "/healthz" | "/readyz" | "/metrics" | "/static/app.css" | "/static/analytics.js"
     ) || route == "/analytics"
         || route.starts_with("/analytics/")
 }

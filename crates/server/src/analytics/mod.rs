@@ -3,11 +3,13 @@
 //! (`summary`, the JSON API in `api`).
 
 pub mod api;
+pub mod charts;
+pub mod dashboard;
 pub mod http;
 pub mod mcp;
 pub mod pipeline;
 
-use mcp_oauth_core::analytics::summary::{Names, Summary, summarize};
+use mcp_oauth_core::analytics::summary::{Names, Row, Summary, summarize};
 use mcp_oauth_core::analytics::{Event, Millis, OAuthEvent, plan};
 use mcp_oauth_store::Db;
 
@@ -16,9 +18,24 @@ pub use pipeline::Recorder;
 
 /// The figures of `[from, to)`: what the JSON API, the dashboard and the CLI show.
 pub async fn summary(db: &Db, from: Millis, to: Millis) -> mcp_oauth_store::Result<Summary> {
+    Ok(read_range(db, from, to).await?.0)
+}
+
+/// The figures of `[from, to)` and the summed rows they come from.
+pub async fn read_range(
+    db: &Db,
+    from: Millis,
+    to: Millis,
+) -> mcp_oauth_store::Result<(Summary, Vec<Row>)> {
     let plan = plan(from, to);
     let rows = db.analytics_rows(&plan).await?;
     let latencies = db.analytics_latencies(&plan).await?;
+    let names = names_of(db, &rows).await?;
+    Ok((summarize(from, to, &rows, &latencies, &names), rows))
+}
+
+/// Emails and client names for the ids in `rows`.
+pub async fn names_of(db: &Db, rows: &[Row]) -> mcp_oauth_store::Result<Names> {
     let mut users: Vec<&str> = rows.iter().map(|r| r.dims.user_id.as_str()).collect();
     let mut clients: Vec<&str> = rows.iter().map(|r| r.dims.client_id.as_str()).collect();
     for ids in [&mut users, &mut clients] {
@@ -26,11 +43,10 @@ pub async fn summary(db: &Db, from: Millis, to: Millis) -> mcp_oauth_store::Resu
         ids.sort_unstable();
         ids.dedup();
     }
-    let names = Names {
+    Ok(Names {
         user_emails: db.user_emails(&users).await?,
         client_names: db.client_names(&clients).await?,
-    };
-    Ok(summarize(from, to, &rows, &latencies, &names))
+    })
 }
 
 impl Recorder {

@@ -377,3 +377,162 @@ async fn the_command_line_prints_the_same_summary() {
     let cli: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(cli, api);
 }
+
+/// The dashboard's pages, as an admin sees them after some traffic.
+#[tokio::test]
+async fn every_dashboard_page_renders_for_an_admin() {
+    let app = spawn().await;
+    let admin = admin_browser(&app).await;
+    // A client whose name is markup must be shown as text.
+    let client = app
+        .register_client(json!({
+            "client_name": "<script>alert(1)</script>",
+            "redirect_uris": ["http://127.0.0.1:7009/cb"],
+            "token_endpoint_auth_method": "none"
+        }))
+        .await;
+    let user = app.signed_in_browser("carol@example.com").await;
+    let tokens = app
+        .tokens_for(
+            &ClientAuth::Public(client.clone()),
+            &user,
+            "http://127.0.0.1:7009/cb",
+            &[],
+        )
+        .await;
+    let s = session(&app, &tokens.access_token).await;
+    app.mcp_send(
+        Some(&tokens.access_token),
+        Some(&s),
+        &tool_call(2, "add_numbers", json!({"a": 1, "b": 2})),
+    )
+    .await
+    .result();
+    settled_summary(&app, &admin, |s| s["mcp"]["methods"]["tools/call"] == 1).await;
+
+    for (path, marker) in [
+        ("/analytics", "id=\"requests-chart\""),
+        ("/analytics/oauth", "id=\"clients\""),
+        ("/analytics/tools", "id=\"tool-0-calls\""),
+        ("/analytics/users", "carol@example.com"),
+        ("/analytics/events?tool=add_numbers", "id=\"breakdown\""),
+    ] {
+        for range in ["1h", "6h", "24h", "7d", "30d"] {
+            let r = admin
+                .get(&format!(
+                    "{}{path}{}range={range}",
+                    app.url,
+                    if path.contains('?') { "&" } else { "?" }
+                ))
+                .await;
+            assert_eq!(r.status(), StatusCode::OK, "{path} {range}");
+            let csp = r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+            let html = r.text().await.unwrap();
+            assert!(html.contains(marker), "{path} {range} lacks {marker}");
+            assert!(!html.contains("<script>alert"), "{path}: markup escaped");
+        }
+    }
+    let oauth = admin
+        .get(&format!("{}/analytics/oauth", app.url))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        oauth.contains("alert(1)") && !oauth.contains("<script>"),
+        "the name is shown as text"
+    );
+    assert!(oauth.contains(&client), "the client is listed");
+
+    // A custom range, and one that is not.
+    let r = admin
+        .get(&format!(
+            "{}/analytics?from=2026-01-01T00:00&to=2026-01-02T00:00",
+            app.url
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = admin
+        .get(&format!(
+            "{}/analytics?from=2026-01-02T00:00&to=2026-01-01T00:00",
+            app.url
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_dashboard_sends_strangers_to_sign_in_and_refuses_non_admins() {
+    let app = spawn().await;
+    let anonymous = Browser::new(&app);
+    let r = anonymous.get(&format!("{}/analytics/tools", app.url)).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = crate::helpers::location(&r);
+    assert!(to.contains("/login?return_to=%2Fanalytics%2Ftools"), "{to}");
+    let user = app.signed_in_browser("dave@example.com").await;
+    for path in [
+        "/analytics",
+        "/analytics/users",
+        "/analytics/live?page=overview",
+    ] {
+        let r = user.get(&format!("{}{path}", app.url)).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(
+        anonymous
+            .get(&format!("{}/analytics/nothing", app.url))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// Read `r`'s body until `needle` has arrived (within 20 s); returns what was read.
+async fn read_until(r: &mut reqwest::Response, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = String::new();
+    while !seen.contains(needle) {
+        let chunk = tokio::time::timeout_at(deadline, r.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no {needle:?} in time; read: {seen}"))
+            .expect("the stream stays open")
+            .expect("more data");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
+/// The live stream pushes the overview's panels again when a tool call lands.
+#[tokio::test]
+async fn the_live_stream_pushes_new_figures() {
+    let app = spawn().await;
+    let admin = admin_browser(&app).await;
+    let tokens = app.tokens_for_new_client("erin@example.com").await;
+    let mut r = admin
+        .get(&format!(
+            "{}/analytics/live?page=overview&range=1h",
+            app.url
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    read_until(&mut r, "event: panels").await;
+    let s = session(&app, &tokens.access_token).await;
+    app.mcp_send(
+        Some(&tokens.access_token),
+        Some(&s),
+        &tool_call(2, "add_numbers", json!({"a": 1, "b": 2})),
+    )
+    .await
+    .result();
+    read_until(&mut r, "<dd id=\"tool-calls\">1</dd>").await;
+}
