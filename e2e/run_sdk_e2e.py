@@ -62,8 +62,9 @@ CONFORMANCE_RUNS = [
 ]
 
 
-def run_case(label, argv, log_path, timeout=CASE_TIMEOUT):
-    """Run one client script; its output goes to the console and to log_path. [] if it passed."""
+def run_case(label, argv, log_path, timeout=CASE_TIMEOUT, calls=None):
+    """Run one client script; its output goes to the console and to log_path. [] if it passed.
+    The successful tool calls it reports (`CALLS {json}`) are added to `calls`."""
     log(f"[{label}] $ {' '.join(str(a) for a in argv)}")
     with open(log_path, "w") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -77,6 +78,9 @@ def run_case(label, argv, log_path, timeout=CASE_TIMEOUT):
                 print(f"  {label}| {line.rstrip()}", flush=True)
                 if line.startswith(("PASS ", "FAIL ")):
                     last = line.strip()
+                if line.startswith("CALLS ") and calls is not None:
+                    for name, n in json.loads(line[len("CALLS "):]).items():
+                        calls[name] = calls.get(name, 0) + n
                 if time.monotonic() > deadline:
                     break
             proc.wait(timeout=max(1, deadline - time.monotonic()))
@@ -90,6 +94,38 @@ def run_case(label, argv, log_path, timeout=CASE_TIMEOUT):
     if proc.returncode == 0 and last.startswith("PASS"):
         return []
     return [last or f"exited {proc.returncode} without a verdict (log: {log_path})"]
+
+
+def analytics_problems(h, calls):
+    """What the analytics summary got wrong about the SDK runs against `h`'s server: every
+    successful tool call the clients reported is counted exactly once, as a success, and
+    every run shows up as a session, a refresh and a revocation."""
+    problems = []
+    summary = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        summary = json.loads(h.cli("analytics", "summary"))
+        counted = {t["name"]: t["successes"] for t in summary["tools"]}
+        if all(counted.get(name) == n for name, n in calls.items()):
+            break
+        time.sleep(0.5)
+    counted = {t["name"]: t["successes"] for t in summary.get("tools", [])}
+    for name, n in sorted(calls.items()):
+        if counted.get(name) != n:
+            problems.append(f"tool {name}: the clients made {n} successful calls, the summary counts {counted.get(name)}")
+    if not calls:
+        problems.append("the SDK runs reported no tool calls")
+    oauth = summary.get("oauth", {})
+    runs = len(PYTHON_CASES) + len(TYPESCRIPT_CASES)
+    for key in ("refresh_grants", "tokens_revoked"):
+        if oauth.get(key, 0) < 1:
+            problems.append(f"oauth.{key} is {oauth.get(key)}")
+    if summary.get("mcp", {}).get("sessions", 0) < 1:
+        problems.append("no MCP session was counted")
+    if summary.get("dropped_events") != 0:
+        problems.append(f"{summary.get('dropped_events')} events were dropped")
+    log(f"analytics after {runs} SDK runs: tools {counted}, oauth {oauth}")
+    return problems
 
 
 class Suite:
@@ -117,6 +153,8 @@ class Suite:
         h = self.harness("sdk-server", {
             "MCP_OAUTH_TOKENS__ACCESS_TTL": str(ACCESS_TTL),
             "MCP_OAUTH_CIMD__ALLOW_LOOPBACK": "true",
+            # Stored within 100 ms, so the analytics check need not wait long.
+            "MCP_OAUTH_ANALYTICS__FLUSH_INTERVAL_MS": "100",
         })
         try:
             log(f"SDK server database: {h.env['MCP_OAUTH_DATABASE_URL']}")
@@ -125,6 +163,7 @@ class Suite:
             h.start_server()
             common = ["--issuer", h.issuer, "--email", EMAIL, "--password", h.password,
                       "--access-ttl", str(ACCESS_TTL)]
+            calls = {}
             if "python" in want:
                 for transport, reg in PYTHON_CASES:
                     label = f"python {transport} {reg}"
@@ -132,7 +171,7 @@ class Suite:
                     art.mkdir(parents=True, exist_ok=True)
                     argv = [sys.executable, str(HERE / "sdk_python.py"), *common,
                             "--transport", transport, "--registration", reg, "--artifacts", str(art)]
-                    self.record(label, run_case(label, argv, art / "run.log"))
+                    self.record(label, run_case(label, argv, art / "run.log", calls=calls))
             if "typescript" in want:
                 for reg in TYPESCRIPT_CASES:
                     label = f"typescript streamable {reg}"
@@ -142,7 +181,8 @@ class Suite:
                             "--registration", reg, "--python", sys.executable,
                             "--node-modules", str(TOOLS / "npm" / "node_modules"),
                             "--artifacts", str(art)]
-                    self.record(label, run_case(label, argv, art / "run.log"))
+                    self.record(label, run_case(label, argv, art / "run.log", calls=calls))
+            self.record("analytics of the SDK runs", analytics_problems(h, calls))
         finally:
             h.cleanup()
 

@@ -283,6 +283,7 @@ class Run:
         with anyio.fail_after(timeout):
             result = await session.call_tool(name, arguments)
         check(not result.is_error, f"tools/call {name} returned isError: {result.content}")
+        CALLS[name] = CALLS.get(name, 0) + 1
         return "".join(getattr(c, "text", "") for c in result.content)
 
     async def revoke(self, refresh_token):
@@ -414,6 +415,10 @@ def _unwrap(exc):
     return exc
 
 
+# Successful tool calls, printed as `CALLS {json}` for the runner's analytics check.
+CALLS = {}
+
+
 async def amain(args):
     run = Run(args)
     try:
@@ -450,6 +455,7 @@ def main():
         traceback.print_exception(e)
         print(f"FAIL {label}: {type(e).__name__}: {e}", flush=True)
         return 1
+    print(f"CALLS {json.dumps(CALLS, sort_keys=True)}", flush=True)
     print(f"PASS {label}", flush=True)
     return 0
 

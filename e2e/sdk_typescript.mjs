@@ -251,9 +251,13 @@ async function rawStatus(token) {
 
 const textOf = (result) => result.content.map((c) => c.text ?? '').join('');
 
+// Successful tool calls, printed as `CALLS {json}` for the runner's analytics check.
+const CALLS = {};
+
 async function call(client, name, args_) {
   const result = await withTimeout(client.callTool({ name, arguments: args_ }), CALL_TIMEOUT_MS, `tools/call ${name}`);
   check(!result.isError, `tools/call ${name} returned isError: ${JSON.stringify(result.content)}`);
+  CALLS[name] = (CALLS[name] ?? 0) + 1;
   return textOf(result);
 }
 
@@ -400,6 +404,7 @@ async function main() {
 let code = 0;
 try {
   await main();
+  console.log(`CALLS ${JSON.stringify(CALLS)}`);
   console.log(`PASS ${label}`);
 } catch (e) {
   if (!(e instanceof CheckFailed)) console.error(e);

@@ -133,7 +133,7 @@ impl AnalyticsSettings {
     /// Whether `email` is on the admin list (case-insensitive).
     pub fn is_admin_email(&self, email: &str) -> bool {
         let email = email.trim().to_lowercase();
-        self.admin_emails.iter().any(|a| *a == email)
+        self.admin_emails.contains(&email)
     }
 }
 

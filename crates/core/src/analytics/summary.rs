@@ -439,7 +439,7 @@ pub fn tool_breakdown(rows: &[Row]) -> Vec<Breakdown> {
             errors,
         })
         .collect();
-    out.sort_by(|a, b| b.calls.cmp(&a.calls));
+    out.sort_by_key(|b| std::cmp::Reverse(b.calls));
     out
 }
 

@@ -44,6 +44,8 @@ fn compact(v: f64) -> String {
         format!("{:.1}k", v / 1_000.0)
     } else if v.fract() == 0.0 {
         format!("{v:.0}")
+    } else if v < 1.0 {
+        format!("{v:.2}")
     } else {
         format!("{v:.1}")
     }
@@ -75,11 +77,9 @@ pub fn line_chart(
             values
         })
         .collect();
-    let max = series
-        .iter()
-        .flatten()
-        .fold(0.0f64, |m, &v| m.max(v))
-        .max(1.0);
+    let max = series.iter().flatten().fold(0.0f64, |m, &v| m.max(v));
+    // An empty chart still needs a scale; a small one (latencies below a millisecond) keeps it.
+    let max = if max > 0.0 { max } else { 1.0 };
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let x = |i: usize| LEFT + plot_w * (i as f64 + 0.5) / steps as f64;
@@ -93,7 +93,7 @@ pub fn line_chart(
         .collect();
     let _ = write!(
         svg,
-        r#"<svg class="chart" id="{id}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="{id}-title {id}-desc" preserveAspectRatio="none"><title id="{id}-title">{}</title><desc id="{id}-desc">{} from {} to {}</desc>"#,
+        r#"<svg class="chart" id="{id}" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-labelledby="{id}-title {id}-desc"><title id="{id}-title">{}</title><desc id="{id}-desc">{} from {} to {}</desc>"#,
         escape(title),
         escape(&total.join("; ")),
         rfc3339(from),
@@ -117,6 +117,17 @@ pub fn line_chart(
         y0 = HEIGHT - 6.0,
         r = WIDTH - RIGHT,
     );
+    // A legend: each line's label, in its colour, at the top left of the plot.
+    for (i, line) in lines.iter().enumerate() {
+        let _ = write!(
+            svg,
+            r#"<text class="legend {}" x="{x}" y="{y}">{}</text>"#,
+            escape(line.class),
+            escape(line.label),
+            x = LEFT + 6.0,
+            y = TOP + 10.0 + 14.0 * i as f64,
+        );
+    }
     for (line, values) in lines.iter().zip(&series) {
         let mut points = String::new();
         for (i, &v) in values.iter().enumerate() {

@@ -501,7 +501,7 @@ async fn panels(
                             .or_default() += b.calls;
                     }
                     let mut v: Vec<(&str, u64)> = sums.into_iter().collect();
-                    v.sort_by(|a, b| b.1.cmp(&a.1));
+                    v.sort_by_key(|e| std::cmp::Reverse(e.1));
                     v.iter()
                         .take(3)
                         .map(|(id, n)| {
@@ -529,7 +529,7 @@ async fn panels(
             let bars = |id: &str, title: &str, m: &std::collections::BTreeMap<String, u64>| {
                 let mut items: Vec<(String, u64)> =
                     m.iter().map(|(k, v)| (k.clone(), *v)).collect();
-                items.sort_by(|a, b| b.1.cmp(&a.1));
+                items.sort_by_key(|e| std::cmp::Reverse(e.1));
                 items.truncate(12);
                 charts::bars(id, title, &items)
             };
