@@ -10,7 +10,9 @@
 //!   endpoint;
 //! - the same call in protocol 2026-07-28 (no session; `_meta` and `Mcp-Method` headers), SSE;
 //! - the plain-JSON stateless mode (`mcp.json_response`), with and without authentication, for
-//!   the cost of the bearer layer alone.
+//!   the cost of the bearer layer alone;
+//! - the stateful case again on a server with analytics off, alternated with the analytics-on
+//!   server (two runs each), for the cost of recording every request and message.
 //!
 //! Streamed (SSE) responses are written in several segments: without `TCP_NODELAY` on the
 //! accepted sockets each of them waited ~40 ms for the client's delayed ACK.
@@ -162,6 +164,8 @@ async fn spawn(name: &str, edit: impl FnOnce(&mut RawSettings)) -> (AppState, St
         ..RawSettings::default()
     };
     raw.log_level = "warn".into();
+    // One user holds a session per connection here, more than the default cap of 16.
+    raw.mcp.max_sessions_per_user = 1000;
     edit(&mut raw);
     let settings = raw.validate().unwrap();
     let db = connect_db(&settings.database_url).await.unwrap();
@@ -306,6 +310,8 @@ async fn main() {
     let (json_app, json_url) = spawn("json", json_mode(false)).await;
     let json_token = access_token(&json_app, &json_url).await;
     let (_open_app, open_url) = spawn("open", json_mode(true)).await;
+    let (quiet_app, quiet_url) = spawn("quiet", |raw| raw.analytics.enabled = false).await;
+    let quiet_token = access_token(&quiet_app, &quiet_url).await;
 
     let bare = {
         let body = json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "The sum of 2 and 40 is 42."}], "isError": false}});
@@ -327,6 +333,10 @@ async fn main() {
     for _ in 0..connections {
         sessions.push(session(&http, &format!("{url}/mcp"), &token).await);
     }
+    let mut quiet_sessions = Vec::new();
+    for _ in 0..connections {
+        quiet_sessions.push(session(&http, &format!("{quiet_url}/mcp"), &quiet_token).await);
+    }
     let bearer = |t: &str| ("Authorization", format!("Bearer {t}"));
     let cases = [
         Case {
@@ -344,7 +354,7 @@ async fn main() {
                 bearer(&token),
                 ("MCP-Protocol-Version", STATEFUL_VERSION.into()),
             ],
-            sessions,
+            sessions: sessions.clone(),
         },
         Case {
             name: "2026-07-28 stateless, SSE",
@@ -385,6 +395,29 @@ async fn main() {
         .map(|case| wrk(case, seconds, connections))
         .collect();
 
+    // Analytics on and off, alternated so that drift on the machine hits both alike.
+    let stateful = |name: &'static str, url: &str, token: &str, sessions: &[String]| Case {
+        name,
+        url: format!("{url}/mcp"),
+        body: CALL,
+        headers: vec![
+            bearer(token),
+            ("MCP-Protocol-Version", STATEFUL_VERSION.into()),
+        ],
+        sessions: sessions.to_vec(),
+    };
+    let on = stateful("stateful SSE, analytics on", &url, &token, &sessions);
+    let off = stateful("stateful SSE, analytics off", &quiet_url, &quiet_token, &quiet_sessions);
+    let _ = wrk(&off, 1, connections);
+    let mut on_runs = Vec::new();
+    let mut off_runs = Vec::new();
+    for _ in 0..2 {
+        on_runs.push(wrk(&on, seconds, connections));
+        off_runs.push(wrk(&off, seconds, connections));
+    }
+    // Let the writer store what the last runs queued before counting drops.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+
     println!(
         "\nMCP tools/call (add_numbers), {connections} keep-alive connections, {seconds} s per case, wrk -t2"
     );
@@ -405,4 +438,22 @@ async fn main() {
     }
     let cost = 100.0 * (1.0 - outcomes[3].rps / outcomes[4].rps);
     println!("authentication costs {cost:.1}% of stateless JSON throughput (target: under 15%)");
+    for o in on_runs.iter().chain(&off_runs) {
+        println!(
+            "{:<36} {:>10.0} {:>9.2} {:>9.2} {:>8.0}%",
+            o.name,
+            o.rps,
+            o.p50_ms,
+            o.p99_ms,
+            100.0 * o.rps / floor
+        );
+    }
+    let mean = |runs: &[Outcome]| runs.iter().map(|o| o.rps).sum::<f64>() / runs.len() as f64;
+    let (on_rps, off_rps) = (mean(&on_runs), mean(&off_runs));
+    println!(
+        "analytics on: {on_rps:.0} req/s, off: {off_rps:.0} req/s, {:.1}% apart (target: under 5%); \
+         events dropped: {} (target: 0)",
+        100.0 * (off_rps - on_rps).abs() / off_rps,
+        app.analytics.dropped()
+    );
 }

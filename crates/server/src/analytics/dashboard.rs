@@ -281,8 +281,8 @@ fn range_query(r: &Range) -> String {
     }
 }
 
-/// Everything a page's panels show, read from the database.
-async fn panels(
+/// Everything a page's panels show, read from the database (public for the panel benchmark).
+pub async fn panels(
     state: &AppState,
     page: &'static str,
     range: &Range,

@@ -25,6 +25,8 @@ pub struct Recorder {
     queue: Option<mpsc::Sender<Event>>,
     /// Dropped since the writer last stored the count.
     unreported_drops: AtomicU64,
+    /// Dropped since start.
+    dropped: AtomicU64,
     dropped_total: Counter,
     recorded_total: Counter,
     clock: Clock,
@@ -46,6 +48,7 @@ impl Recorder {
         let recorder = Self {
             queue,
             unreported_drops: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             dropped_total: metrics.counter(
                 "mcp_oauth_analytics_events_dropped_total",
                 &[],
@@ -79,7 +82,13 @@ impl Recorder {
         }
     }
 
+    /// Events dropped since this instance started.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     fn count_drops(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
         self.unreported_drops.fetch_add(n, Ordering::Relaxed);
         self.dropped_total.increment(n);
     }
