@@ -146,6 +146,10 @@ pub fn router(state: AppState) -> Router {
             "/analytics/api/summary",
             get(crate::analytics::api::summary_get),
         )
+        .route(
+            "/analytics/api/export",
+            get(crate::analytics::export::export_get),
+        )
         .route_layer(from_fn_with_state(
             state.db_health.clone(),
             crate::db_health::page_needs_database,
