@@ -1,5 +1,6 @@
-//! The command line: `serve`, `migrate`, `check-config`, and the `user`, `client` and `keys`
-//! administration commands. Each returns an error that `main` prints as one line.
+//! The command line: `serve`, `migrate`, `check-config`, the `user`, `client`, `keys` and
+//! `analytics` administration commands, and `demo traffic`. Each returns an error that `main`
+//! prints as one line.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -57,6 +58,28 @@ pub enum Command {
     /// Read usage analytics.
     #[command(subcommand)]
     Analytics(AnalyticsCommand),
+    /// Demonstrations against a running server.
+    #[command(subcommand)]
+    Demo(DemoCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Drive realistic traffic through a running server's real endpoints (registrations,
+    /// sign-ins of demo users it creates, authorizations, token grants, MCP tool calls, some
+    /// failures), so that the analytics dashboard fills up. Uses the server's database (the
+    /// same configuration) only to create the demo users.
+    Traffic {
+        /// The server's base URL; the MCP endpoint is `<url>/mcp`.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: url::Url,
+        /// How long to run, seconds.
+        #[arg(long, default_value_t = 60)]
+        duration: u64,
+        /// Demo users (`demo-1@example.com` …), each acting in parallel.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=50))]
+        users: u16,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +234,7 @@ fn check_config(s: &Settings) -> anyhow::Result<()> {
         "signing_alg": s.tokens.signing_alg.as_str(),
         "dynamic_registration": s.registration.enabled,
         "client_id_metadata_documents": s.cimd.enabled,
+        "metrics_bearer_token": s.metrics_bearer_token.as_ref().map(|_| "set, not shown"),
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     println!("configuration is valid");
@@ -451,6 +475,19 @@ async fn admin(command: &Command, settings: &Settings, db: &Db) -> anyhow::Resul
                     .map_err(|why| anyhow!("{why}"))?;
             let summary = crate::analytics::summary(db, from, to).await?;
             writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
+        }
+        Command::Demo(DemoCommand::Traffic {
+            url,
+            duration,
+            users,
+        }) => {
+            let options = crate::demo::Options {
+                url: url.clone(),
+                duration: std::time::Duration::from_secs(*duration),
+                users: usize::from(*users),
+            };
+            let line = crate::demo::traffic(db, &options).await?;
+            writeln!(out, "{line}")?;
         }
         Command::Keys(KeysCommand::Rotate) => {
             let keyring = KeyRing::load(&settings.keys, &settings.database_url)?;

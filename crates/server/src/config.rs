@@ -142,16 +142,48 @@ impl AnalyticsSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsSettings {
     /// Client addresses (IPs or CIDRs, after `trusted_proxies`) that may read `/metrics`;
-    /// everyone else gets 404. `[]` turns the endpoint off.
+    /// everyone else gets 404. `[]` (and no `bearer_token`) turns the endpoint off.
     #[serde(deserialize_with = "list::deserialize")]
     pub allowed_cidrs: Vec<String>,
+    /// A secret a scraper presents as `Authorization: Bearer <token>` to read `/metrics` from
+    /// any address (a Prometheus outside `allowed_cidrs`). Never serialized back out.
+    #[serde(skip_serializing)]
+    pub bearer_token: Option<SecretString>,
 }
 
 impl Default for MetricsSettings {
     fn default() -> Self {
         Self {
             allowed_cidrs: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            bearer_token: None,
         }
+    }
+}
+
+/// The shortest `metrics.bearer_token` accepted: guessing it must be hopeless.
+const MIN_METRICS_TOKEN_LEN: usize = 32;
+
+impl MetricsSettings {
+    fn validate_token(&self) -> Result<(), ConfigError> {
+        let Some(token) = &self.bearer_token else {
+            return Ok(());
+        };
+        let token = token.expose_secret();
+        // It must travel as an RFC 6750 b64token, which is what the endpoint reads back.
+        let header = format!("Bearer {token}");
+        let sendable = matches!(
+            mcp_oauth_core::resource::bearer::extract(&[&header], None),
+            Ok(mcp_oauth_core::resource::bearer::Credentials::Bearer(t)) if t == token
+        );
+        if token.len() < MIN_METRICS_TOKEN_LEN || !sendable {
+            return Err(bad(
+                "metrics.bearer_token",
+                format!(
+                    "must be at least {MIN_METRICS_TOKEN_LEN} characters of letters, digits and                      -._~+/ (generate one with `openssl rand -hex 32`)"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -810,8 +842,9 @@ pub struct Settings {
     pub mcp: McpSettings,
     pub mcp_base_scopes: ScopeSet,
     pub mcp_tool_scopes: BTreeMap<String, ScopeSet>,
-    /// Who may read `/metrics`.
+    /// Who may read `/metrics`: these addresses, and whoever presents the bearer token.
     pub metrics_allowed: Vec<Cidr>,
+    pub metrics_bearer_token: Option<SecretString>,
     pub scope_implications: BTreeMap<String, Vec<String>>,
     /// The MCP resources we issue tokens for; the first is the default.
     pub resources: Vec<ResourceUri>,
@@ -1023,6 +1056,7 @@ impl RawSettings {
         };
         let trusted_proxies = cidrs("trusted_proxies", &self.trusted_proxies)?;
         let metrics_allowed = cidrs("metrics.allowed_cidrs", &self.metrics.allowed_cidrs)?;
+        self.metrics.validate_token()?;
         let mut analytics = self.analytics;
         analytics.validate()?;
 
@@ -1185,6 +1219,7 @@ impl RawSettings {
             mcp_base_scopes,
             mcp_tool_scopes,
             metrics_allowed,
+            metrics_bearer_token: self.metrics.bearer_token,
             scope_implications: self.scopes.implies,
             client_token_resources,
             resources,
@@ -1290,6 +1325,31 @@ mod tests {
         let mut r = raw();
         r.metrics.allowed_cidrs = vec!["localhost".into()];
         assert_eq!(r.validate().unwrap_err().key, "metrics.allowed_cidrs");
+    }
+
+    #[test]
+    fn a_metrics_bearer_token_must_be_long_and_sendable_in_a_header() {
+        for (token, ok, why) in [
+            ("short", false, "too short to be secret"),
+            (
+                "0123456789abcdef0123456789abcdef has spaces",
+                false,
+                "not a b64token",
+            ),
+            ("0123456789abcdef0123456789abcdef", true, "32 hex digits"),
+            (
+                "c2VjcmV0LXRva2VuLWZvci1wcm9tZXRoZXVzLTAxMjM0NQ==",
+                true,
+                "base64",
+            ),
+        ] {
+            let mut r = raw();
+            r.metrics.bearer_token = Some(token.into());
+            match r.validate() {
+                Ok(s) => assert!(ok && s.metrics_bearer_token.is_some(), "{why}"),
+                Err(e) => assert!(!ok && e.key == "metrics.bearer_token", "{why}: {e}"),
+            }
+        }
     }
 
     #[test]
@@ -1454,6 +1514,7 @@ mod tests {
 
     const KEY: &str = "MTExMTExMTExMTExMTExMTExMTExMTExMTExMTExMTE=";
     const OLD_KEY: &str = "MjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjIyMjI=";
+    const METRICS_TOKEN: &str = "metrics-token-0123456789abcdef0123456789";
 
     #[test]
     fn debug_output_shows_neither_the_database_password_nor_the_encryption_keys() {
@@ -1465,10 +1526,11 @@ mod tests {
             r.database_url = url.into();
             r.keys.encryption_key = Some(KEY.into());
             r.keys.previous_encryption_keys = vec![OLD_KEY.into()];
+            r.metrics.bearer_token = Some(METRICS_TOKEN.into());
             let before = format!("{r:?}");
             let after = format!("{:?}", r.validate().unwrap());
             for debug in [before, after] {
-                for secret in ["hunter2", KEY, OLD_KEY] {
+                for secret in ["hunter2", KEY, OLD_KEY, METRICS_TOKEN] {
                     assert!(!debug.contains(secret), "{secret} in {debug}");
                 }
                 assert!(debug.contains("db.example.com"), "the rest is shown");

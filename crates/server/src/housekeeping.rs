@@ -1,6 +1,6 @@
 //! Background work on a schedule: deleting what has expired, reloading signing keys rotated
-//! by another instance, polling published revocations, closing idle MCP sessions, and
-//! watching the database's health. While the database is known to be down each task skips
+//! by another instance, polling published revocations, closing idle MCP sessions, folding
+//! metric samples into their histograms, and watching the database's health. While the database is known to be down each task skips
 //! its turn quietly: the outage is logged once, by `db_health`, not once per poll.
 
 use std::time::Duration;
@@ -12,6 +12,9 @@ use crate::revocation::POLL_INTERVAL;
 use crate::state::AppState;
 
 const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
+/// How often histogram samples are folded into their buckets (`Metrics::run_upkeep`): the
+/// samples of a few seconds are all that waits in memory between scrapes.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 pub async fn run_cleanup(state: &AppState) -> anyhow::Result<()> {
     let policy = CleanupPolicy {
@@ -117,6 +120,17 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
             }
         })
     };
+    let metrics = {
+        let metrics = state.metrics.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                metrics.run_upkeep();
+            }
+        })
+    };
     let health = crate::db_health::spawn_monitor(state.db_health.clone(), state.db.clone());
-    vec![cleanup, keys, revocations, mcp_sessions, health]
+    vec![cleanup, keys, revocations, mcp_sessions, metrics, health]
 }

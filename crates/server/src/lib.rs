@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db_health;
+pub mod demo;
 pub mod housekeeping;
 pub mod http;
 pub mod identity;

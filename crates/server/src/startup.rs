@@ -146,6 +146,10 @@ pub fn router(state: AppState) -> Router {
             "/analytics/api/summary",
             get(crate::analytics::api::summary_get),
         )
+        .route(
+            "/analytics/api/export",
+            get(crate::analytics::export::export_get),
+        )
         .route("/analytics", get(crate::analytics::dashboard::page_get))
         .route(
             "/analytics/live",

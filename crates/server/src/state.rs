@@ -81,8 +81,16 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let mcp_sessions = McpSessions::local(&settings.mcp, clock.clone(), &metrics);
         let db_health = Arc::new(DbHealth::new(db.backend()));
-        let (analytics, analytics_queue) =
-            Recorder::new(&settings.analytics, clock.clone(), &metrics);
+        // Metrics are only worth collecting while someone may read them.
+        let metrics_readable =
+            !settings.metrics_allowed.is_empty() || settings.metrics_bearer_token.is_some();
+        let (analytics, analytics_queue) = Recorder::new(
+            &settings.analytics,
+            clock.clone(),
+            &metrics,
+            metrics_readable,
+            crate::mcp::server::McpServer::tool_names(),
+        );
         Ok(Self {
             settings: Arc::new(settings),
             db,

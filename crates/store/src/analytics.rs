@@ -145,6 +145,30 @@ pub struct EventRow {
     pub request_id: Option<String>,
 }
 
+/// Where a page of raw events ended, in `(at_ms, id)` order: the next page starts after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventCursor {
+    pub at_ms: Millis,
+    pub id: i64,
+}
+
+/// One stored rollup row, for exports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupRow {
+    pub period: Period,
+    pub bucket_start: Millis,
+    pub dims: Dimensions,
+    pub count: i64,
+    pub latency_sum_us: i64,
+}
+
+/// Where a page of rollup rows ended, in primary-key order within one period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupCursor {
+    pub bucket_start: Millis,
+    pub dims: Dimensions,
+}
+
 /// A client's grants that can still mint tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveGrants {
@@ -473,6 +497,104 @@ impl Db {
         }
         let rows = q.bind(limit).fetch_all(&self.reader).await?;
         rows.iter().map(event_row).collect()
+    }
+
+    /// Raw events of `[from, to)` in `(at_ms, id)` order, at most `limit`, starting after
+    /// `after` (keyset pagination: each page costs the same however deep into the range it
+    /// is, and rows written meanwhile never shift a page). Returns the rows and where the
+    /// page ended.
+    pub async fn analytics_events_page(
+        &self,
+        from: Millis,
+        to: Millis,
+        after: Option<EventCursor>,
+        limit: i64,
+    ) -> Result<(Vec<EventRow>, Option<EventCursor>)> {
+        // Ids are positive on both databases, so "after (from, 0)" is the whole range.
+        let after = after.unwrap_or(EventCursor { at_ms: from, id: 0 });
+        let sql = format!(
+            "SELECT at_ms, {DIMENSIONS}, latency_us, count, ip, user_agent, request_id, id \
+             FROM analytics_events WHERE at_ms >= $1 AND at_ms < $2 \
+             AND (at_ms > $3 OR (at_ms = $3 AND id > $4)) ORDER BY at_ms, id LIMIT $5"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(from)
+            .bind(to)
+            .bind(after.at_ms)
+            .bind(after.id)
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await?;
+        let last = match rows.last() {
+            Some(r) => Some(EventCursor {
+                at_ms: r.try_get(0)?,
+                id: r.try_get(16)?,
+            }),
+            None => None,
+        };
+        Ok((rows.iter().map(event_row).collect::<Result<_>>()?, last))
+    }
+
+    /// Rollup rows of `period` whose bucket starts in `[from, to)`, in primary-key order, at
+    /// most `limit`, after `after` (keyset pagination, as `analytics_events_page`).
+    pub async fn analytics_rollups_page(
+        &self,
+        period: Period,
+        from: Millis,
+        to: Millis,
+        after: Option<&RollupCursor>,
+        limit: i64,
+    ) -> Result<Vec<RollupRow>> {
+        // A row value comparison (SQLite 3.15+, PostgreSQL) over the key after `period`,
+        // which the primary-key index serves in order.
+        let (after_clause, limit_at) = match after {
+            Some(_) => (
+                format!(
+                    " AND (bucket_start, {DIMENSIONS}) > ($4, $5, $6, $7, $8, $9, $10, $11, $12, \
+                     $13, $14)"
+                ),
+                15,
+            ),
+            None => (String::new(), 4),
+        };
+        let sql = format!(
+            "SELECT bucket_start, {DIMENSIONS}, count, latency_sum_us FROM analytics_rollups \
+             WHERE period = $1 AND bucket_start >= $2 AND bucket_start < $3{after_clause} \
+             ORDER BY bucket_start, {DIMENSIONS} LIMIT ${limit_at}"
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(period.seconds())
+            .bind(from)
+            .bind(to);
+        if let Some(c) = after {
+            q = q.bind(c.bucket_start);
+            for v in dims_values(&c.dims) {
+                q = q.bind(v);
+            }
+        }
+        let rows = q.bind(limit).fetch_all(&self.reader).await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(RollupRow {
+                    period,
+                    bucket_start: r.try_get(0)?,
+                    dims: Dimensions {
+                        kind: r.try_get(1)?,
+                        name: r.try_get(2)?,
+                        detail: r.try_get(3)?,
+                        outcome: r.try_get(4)?,
+                        code: r.try_get(5)?,
+                        user_id: r.try_get(6)?,
+                        client_id: r.try_get(7)?,
+                        software: r.try_get(8)?,
+                        protocol_version: r.try_get(9)?,
+                        transport: r.try_get(10)?,
+                    },
+                    count: r.try_get(11)?,
+                    latency_sum_us: r.try_get(12)?,
+                })
+            })
+            .collect()
     }
 
     /// Live grants per client at `now`, and how many end before `horizon`.

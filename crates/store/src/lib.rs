@@ -25,7 +25,10 @@ mod throttles;
 mod tokens;
 mod users;
 
-pub use analytics::{AnalyticsRetention, EventFilter, EventRow, LiveGrants, SeriesPoint};
+pub use analytics::{
+    AnalyticsRetention, EventCursor, EventFilter, EventRow, LiveGrants, RollupCursor, RollupRow,
+    SeriesPoint,
+};
 pub use clients::ClientRow;
 pub use codes::{CodeRow, NewAuthorization};
 pub use consents::{ConnectedApp, ConsentRow};

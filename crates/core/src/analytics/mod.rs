@@ -6,7 +6,9 @@
 //! Events are summed into rollups keyed by their [`Dimensions`]; [`summary`] turns summed rows
 //! into the figures the dashboard and the JSON API show.
 
+pub mod export;
 pub mod histogram;
+pub mod metrics;
 pub mod range;
 pub mod summary;
 

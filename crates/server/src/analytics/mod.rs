@@ -1,12 +1,15 @@
 //! Usage analytics: recording (HTTP requests in `http`, MCP messages in `mcp`, OAuth events
-//! where they happen), the pipeline to the database (`pipeline`), and reading it back
-//! (`summary`, the JSON API in `api`).
+//! where they happen), the pipeline to the database (`pipeline`) and to the Prometheus
+//! metrics (`metrics`), and reading it back (`summary`, the JSON API in `api`, downloads in
+//! `export`).
 
 pub mod api;
 pub mod charts;
 pub mod dashboard;
+pub mod export;
 pub mod http;
 pub mod mcp;
+pub mod metrics;
 pub mod pipeline;
 
 use mcp_oauth_core::analytics::summary::{Names, Row, Summary, summarize};

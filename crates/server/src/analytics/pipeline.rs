@@ -1,7 +1,8 @@
-//! From a request to the database without slowing it: `Recorder::record` puts an event on a
-//! bounded queue and returns at once (when the queue is full the event is dropped and
-//! counted); one writer task per instance stores the queue in batches, one transaction each,
-//! and drains what is left when the server stops.
+//! From a request to the database without slowing it: `Recorder::record` updates the
+//! Prometheus metrics from the event (`super::metrics`), puts it on a bounded queue and returns
+//! at once (when the queue is full the event is dropped and counted); one writer task per
+//! instance stores the queue in batches, one transaction each, and drains what is left when
+//! the server stops.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,9 +21,14 @@ use crate::config::AnalyticsSettings;
 use crate::db_health::DbHealth;
 use crate::metrics::Metrics;
 
+use super::metrics::EventMetrics;
+
 /// Where events are handed in. Cheap to share; never blocks.
 pub struct Recorder {
+    /// To the writer, when analytics is on.
     queue: Option<mpsc::Sender<Event>>,
+    /// The metrics events update, while `/metrics` can be read.
+    metrics: Option<EventMetrics>,
     /// Dropped since the writer last stored the count.
     unreported_drops: AtomicU64,
     /// Dropped since start.
@@ -33,11 +39,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// The recorder and the queue its writer reads; no queue when analytics is off.
+    /// The recorder and the queue its writer reads; no queue when analytics is off. Events
+    /// update `metrics` when `observed` (someone may read `/metrics`), labelled with the
+    /// names in `tools` only.
     pub fn new(
         settings: &AnalyticsSettings,
         clock: Clock,
-        metrics: &Metrics,
+        metrics: &Arc<Metrics>,
+        observed: bool,
+        tools: impl IntoIterator<Item = String>,
     ) -> (Arc<Self>, Option<mpsc::Receiver<Event>>) {
         let (queue, rx) = if settings.enabled {
             let (tx, rx) = mpsc::channel(settings.queue_capacity);
@@ -47,6 +57,7 @@ impl Recorder {
         };
         let recorder = Self {
             queue,
+            metrics: observed.then(|| EventMetrics::new(metrics.clone(), tools)),
             unreported_drops: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             dropped_total: metrics.counter(
@@ -64,8 +75,10 @@ impl Recorder {
         (Arc::new(recorder), rx)
     }
 
+    /// Whether events are wanted at all: to be stored, or counted in the metrics. Analytics
+    /// off and `/metrics` closed, recording costs nothing.
     pub fn enabled(&self) -> bool {
-        self.queue.is_some()
+        self.queue.is_some() || self.metrics.is_some()
     }
 
     /// Now, in Unix milliseconds, on the application's clock.
@@ -73,8 +86,12 @@ impl Recorder {
         self.clock.now_millis()
     }
 
-    /// Queue `event` for storage, or count it as dropped when the queue is full.
+    /// Count `event` in the metrics, and queue it for storage, or count it as dropped when
+    /// the queue is full.
     pub fn record(&self, event: Event) {
+        if let Some(m) = &self.metrics {
+            m.observe(&event);
+        }
         let Some(queue) = &self.queue else { return };
         match queue.try_send(event) {
             Ok(()) => self.recorded_total.increment(1),

@@ -41,6 +41,15 @@ impl McpServer {
             issuer: issuer.into(),
         }
     }
+
+    /// The names of the tools this server serves.
+    pub fn tool_names() -> Vec<String> {
+        Self::tool_router()
+            .list_all()
+            .into_iter()
+            .map(|t| t.name.into_owned())
+            .collect()
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

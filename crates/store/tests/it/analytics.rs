@@ -4,7 +4,7 @@
 use mcp_oauth_core::analytics::Period;
 use mcp_oauth_core::analytics::summary::Row;
 use mcp_oauth_core::analytics::{Event, McpResult, OAuthEvent, plan};
-use mcp_oauth_store::{AnalyticsRetention, EventFilter};
+use mcp_oauth_store::{AnalyticsRetention, EventCursor, EventFilter, RollupCursor};
 
 use crate::helpers::TestDb;
 
@@ -217,7 +217,102 @@ async fn drill_down_lists_the_newest_matching_events(t: TestDb) {
     );
 }
 
+async fn event_pages_list_every_event_of_the_range_once_in_time_order(t: TestDb) {
+    let mut events = workload();
+    // Many events in the same millisecond: the id orders them, across a page boundary.
+    let tie = T0 + 2 * HOUR;
+    for i in 0..25 {
+        events.push(call(tie, "tie", &format!("u{i}"), McpResult::Success, 1));
+    }
+    t.db.record_events(&events).await.expect("record");
+    let (from, to) = (T0 + 5 * MIN + 301, T0 + 2 * DAY);
+    let expected = events.iter().filter(|e| from <= e.at && e.at < to).count();
+    let mut seen = Vec::new();
+    let mut cursor: Option<EventCursor> = None;
+    let mut pages = 0;
+    loop {
+        let (rows, next) =
+            t.db.analytics_events_page(from, to, cursor, 7)
+                .await
+                .expect("page");
+        pages += 1;
+        assert!(rows.len() <= 7);
+        if rows.is_empty() {
+            assert_eq!(next, None, "an empty page has no cursor");
+            break;
+        }
+        assert_eq!(next.map(|c| c.at_ms), rows.last().map(|r| r.at_ms));
+        seen.extend(rows);
+        cursor = next;
+    }
+    assert_eq!(seen.len(), expected, "every event once, in {pages} pages");
+    assert!(
+        seen.windows(2).all(|w| w[0].at_ms <= w[1].at_ms),
+        "time order"
+    );
+    assert!(seen.iter().all(|r| from <= r.at_ms && r.at_ms < to));
+    let mut ties: Vec<&str> = seen
+        .iter()
+        .filter(|r| r.detail == "tie")
+        .map(|r| r.user_id.as_str())
+        .collect();
+    assert_eq!(ties.len(), 25, "no tie lost or repeated at a page boundary");
+    ties.sort_unstable();
+    ties.dedup();
+    assert_eq!(ties.len(), 25);
+}
+
+async fn rollup_pages_list_every_bucket_row_of_a_period_once(t: TestDb) {
+    let events = workload();
+    t.db.record_events(&events).await.expect("record");
+    let (from, to) = (T0 + 3 * HOUR, T0 + 2 * DAY);
+    let mut rows = Vec::new();
+    let mut cursor: Option<RollupCursor> = None;
+    loop {
+        let page =
+            t.db.analytics_rollups_page(Period::Hour, from, to, cursor.as_ref(), 5)
+                .await
+                .expect("page");
+        let Some(last) = page.last() else { break };
+        cursor = Some(RollupCursor {
+            bucket_start: last.bucket_start,
+            dims: last.dims.clone(),
+        });
+        rows.extend(page);
+    }
+    let expected = events
+        .iter()
+        .filter(|e| {
+            let start = Period::Hour.bucket_start(e.at);
+            from <= start && start < to
+        })
+        .count() as i64;
+    assert_eq!(rows.iter().map(|r| r.count).sum::<i64>(), expected);
+    assert!(rows.iter().all(|r| r.period == Period::Hour));
+    let mut keys: Vec<_> = rows.iter().map(|r| (r.bucket_start, &r.dims)).collect();
+    let n = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "no row twice");
+    assert!(
+        rows.windows(2)
+            .all(|w| w[0].bucket_start <= w[1].bucket_start),
+        "bucket order"
+    );
+    let latency: i64 = events
+        .iter()
+        .filter(|e| {
+            let start = Period::Hour.bucket_start(e.at);
+            from <= start && start < to
+        })
+        .map(|e| e.latency_us.unwrap_or(0) as i64)
+        .sum();
+    assert_eq!(rows.iter().map(|r| r.latency_sum_us).sum::<i64>(), latency);
+}
+
 backend_tests!(
+    event_pages_list_every_event_of_the_range_once_in_time_order,
+    rollup_pages_list_every_bucket_row_of_a_period_once,
     series_sum_rollups_per_step,
     drill_down_lists_the_newest_matching_events,
     any_range_counts_exactly_the_events_in_it,
