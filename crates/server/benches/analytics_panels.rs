@@ -103,12 +103,20 @@ fn event(rng: &mut Rng, i: u64, n: u64, start: i64) -> Event {
             .user(Some(&user))
             .client(Some(&client))
             .mcp_context(None, None, transport)
-            .request(Some(format!("10.0.{}.{}", user.len(), rng.below(250))), Some("bench/1"), None)
+            .request(
+                Some(format!("10.0.{}.{}", user.len(), rng.below(250))),
+                Some("bench/1"),
+                None,
+            )
     } else {
         let e = match rng.below(6) {
-            0 => OAuthEvent::CodeExchanged { pkce_method: "S256" },
+            0 => OAuthEvent::CodeExchanged {
+                pkce_method: "S256",
+            },
             1 => OAuthEvent::TokenRefreshed,
-            2 => OAuthEvent::AuthorizationGranted { pkce_method: "S256" },
+            2 => OAuthEvent::AuthorizationGranted {
+                pkce_method: "S256",
+            },
             3 => OAuthEvent::SignInSucceeded,
             4 => OAuthEvent::SignInFailed {
                 reason: "invalid_credentials",
@@ -127,7 +135,9 @@ async fn database_url(events: u64) -> (String, bool) {
         Ok(base) => {
             let name = "mcp_oauth_bench_panels";
             sqlx::any::install_default_drivers();
-            let admin = sqlx::AnyPool::connect(&base).await.expect("connect to PostgreSQL");
+            let admin = sqlx::AnyPool::connect(&base)
+                .await
+                .expect("connect to PostgreSQL");
             let reuse = std::env::var("BENCH_REUSE").is_ok_and(|v| v == "1");
             let exists = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT 1 FROM pg_database WHERE datname = '{name}'"
@@ -191,7 +201,10 @@ async fn main() {
     let state = app.state().clone();
 
     if reuse {
-        println!("reusing the loaded database {}", mcp_oauth::startup::redact_url(&url));
+        println!(
+            "reusing the loaded database {}",
+            mcp_oauth::startup::redact_url(&url)
+        );
     } else {
         // Events end a minute before now, so that the ranges below read all of them.
         let start = now - 30 * DAY_MS - 60_000;
@@ -218,7 +231,11 @@ async fn main() {
 
     println!(
         "\nDashboard panels with {n} events over 30 days ({}), median of 5, ms (target: under 200)",
-        if url.starts_with("sqlite") { "SQLite" } else { "PostgreSQL" }
+        if url.starts_with("sqlite") {
+            "SQLite"
+        } else {
+            "PostgreSQL"
+        }
     );
     print!("{:<10}", "page");
     let ranges = ["1h", "6h", "24h", "7d", "30d"];

@@ -310,7 +310,12 @@ async fn main() {
     let (json_app, json_url) = spawn("json", json_mode(false)).await;
     let json_token = access_token(&json_app, &json_url).await;
     let (_open_app, open_url) = spawn("open", json_mode(true)).await;
-    let (quiet_app, quiet_url) = spawn("quiet", |raw| raw.analytics.enabled = false).await;
+    // Nothing recorded at all: no analytics, and no metrics (which would still build events).
+    let (quiet_app, quiet_url) = spawn("quiet", |raw| {
+        raw.analytics.enabled = false;
+        raw.metrics.allowed_cidrs = vec![];
+    })
+    .await;
     let quiet_token = access_token(&quiet_app, &quiet_url).await;
 
     let bare = {
@@ -407,7 +412,12 @@ async fn main() {
         sessions: sessions.to_vec(),
     };
     let on = stateful("stateful SSE, analytics on", &url, &token, &sessions);
-    let off = stateful("stateful SSE, analytics off", &quiet_url, &quiet_token, &quiet_sessions);
+    let off = stateful(
+        "stateful SSE, analytics off",
+        &quiet_url,
+        &quiet_token,
+        &quiet_sessions,
+    );
     let _ = wrk(&off, 1, connections);
     let mut on_runs = Vec::new();
     let mut off_runs = Vec::new();
