@@ -50,6 +50,8 @@ pub struct AppState {
     pub mcp_sessions: Arc<McpSessions>,
     /// Where usage events are recorded (see `crate::analytics`).
     pub analytics: Arc<Recorder>,
+    /// Settled analytics spans, summed (see `crate::analytics::cache`).
+    pub analytics_cache: Arc<crate::analytics::cache::SpanCache>,
     /// Open live dashboards (`/analytics/live`), bounded.
     pub live_streams: Arc<tokio::sync::Semaphore>,
     /// The recorder's queue, taken by the writer when the server starts.
@@ -111,6 +113,7 @@ impl AppState {
             mcp_sessions,
             analytics,
             live_streams: crate::analytics::dashboard::live_streams(),
+            analytics_cache: Arc::default(),
             analytics_queue: Arc::new(std::sync::Mutex::new(analytics_queue)),
         })
     }

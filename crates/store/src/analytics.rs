@@ -192,12 +192,13 @@ impl Db {
         if events.is_empty() {
             return Ok(());
         }
+        let summed: Vec<Dimensions> = events.iter().map(|e| e.dims.for_rollup()).collect();
         let mut rollups: BTreeMap<(i64, Millis, &Dimensions), RollupSum> = BTreeMap::new();
         let mut bins: BTreeMap<(i64, Millis, [&str; 3], u16), i64> = BTreeMap::new();
-        for e in events {
+        for (e, dims) in events.iter().zip(&summed) {
             for p in Period::ALL {
                 let start = p.bucket_start(e.at);
-                let sum = rollups.entry((p.seconds(), start, &e.dims)).or_default();
+                let sum = rollups.entry((p.seconds(), start, dims)).or_default();
                 sum.count += e.count as i64;
                 sum.latency_sum_us += e.latency_us.unwrap_or(0) as i64;
                 sum.last_at = sum.last_at.max(e.at);
@@ -302,7 +303,9 @@ impl Db {
                     software: r.try_get(7)?,
                     protocol_version: r.try_get(8)?,
                     transport: r.try_get(9)?,
-                };
+                }
+                // Raw rows (the range's edges) summed as the rollups are.
+                .for_rollup();
                 let count: i64 = r.try_get(10)?;
                 let last: i64 = r.try_get(11)?;
                 let entry = merged.entry(dims).or_default();

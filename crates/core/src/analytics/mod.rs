@@ -105,6 +105,21 @@ pub struct Dimensions {
     pub transport: String,
 }
 
+impl Dimensions {
+    /// The dimensions an event is summed by in rollups. HTTP requests are summed without
+    /// their user and client: those of an authenticated MCP request are on its MCP messages
+    /// already, and per user and client HTTP rows would multiply the rollups (and the time
+    /// to read a month of them) for no figure. Raw events keep them, for drill-downs.
+    pub fn for_rollup(&self) -> Dimensions {
+        let mut d = self.clone();
+        if d.kind == Kind::Http.as_str() {
+            d.user_id.clear();
+            d.client_id.clear();
+        }
+        d
+    }
+}
+
 /// One recorded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {

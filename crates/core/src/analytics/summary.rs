@@ -403,6 +403,26 @@ pub fn summarize(
     }
 }
 
+/// Rows of several parts of a range (rollup spans, raw edges) summed per dimensions.
+pub fn merge_rows<'a>(parts: impl IntoIterator<Item = &'a [Row]>) -> Vec<Row> {
+    let mut merged: HashMap<&Dimensions, (u64, Millis)> = HashMap::new();
+    for part in parts {
+        for r in part {
+            let e = merged.entry(&r.dims).or_default();
+            e.0 += r.count;
+            e.1 = e.1.max(r.last_at);
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(dims, (count, last_at))| Row {
+            dims: dims.clone(),
+            count,
+            last_at,
+        })
+        .collect()
+}
+
 /// Tool calls per user, client and tool: who uses which tool through which application.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Breakdown {
@@ -626,6 +646,19 @@ mod tests {
         assert_eq!(s.oauth.failed_sign_ins, 2);
         assert_eq!(s.oauth.token_failures["invalid_grant"], 1);
         assert_eq!(s.dropped_events, 7);
+    }
+
+    #[test]
+    fn merged_parts_add_counts_and_keep_the_latest_time() {
+        let a = [row(call("u1", "c1", "add", McpResult::Success, 1))];
+        let mut later = row(call("u1", "c1", "add", McpResult::Success, 1));
+        later.last_at = 9_000;
+        later.count = 2;
+        let b = [later, row(call("u2", "c1", "add", McpResult::Success, 1))];
+        let mut m = merge_rows([&a[..], &b[..]]);
+        m.sort_by(|x, y| x.dims.user_id.cmp(&y.dims.user_id));
+        assert_eq!((m[0].count, m[0].last_at), (3, 9_000));
+        assert_eq!(m[1].count, 1);
     }
 
     #[test]

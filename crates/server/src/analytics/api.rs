@@ -92,8 +92,9 @@ pub async fn summary_get(
         Ok(r) => r,
         Err(why) => return invalid(why),
     };
-    match super::summary(&state.db, from, to).await {
-        Ok(s) => {
+    let cache = Some((&*state.analytics_cache, state.clock.now_millis()));
+    match super::read_range(&state.db, cache, from, to).await {
+        Ok((s, _)) => {
             let mut r = Json(s).into_response();
             r.headers_mut().insert(
                 axum::http::header::CACHE_CONTROL,

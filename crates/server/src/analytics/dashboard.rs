@@ -289,7 +289,13 @@ pub async fn panels(
     q: &DashboardQuery,
 ) -> Result<Panels, StoreError> {
     let db = &state.db;
-    let (summary, rows) = super::read_range(db, range.from, range.to).await?;
+    let (summary, rows) = super::read_range(
+        db,
+        Some((&state.analytics_cache, state.clock.now_millis())),
+        range.from,
+        range.to,
+    )
+    .await?;
     let settings = &state.settings.analytics;
     let base = state.settings.base_path().to_owned();
     let rq = range_query(range);

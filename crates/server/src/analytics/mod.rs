@@ -4,6 +4,7 @@
 //! `export`).
 
 pub mod api;
+pub mod cache;
 pub mod charts;
 pub mod dashboard;
 pub mod export;
@@ -21,18 +22,25 @@ pub use pipeline::Recorder;
 
 /// The figures of `[from, to)`: what the JSON API, the dashboard and the CLI show.
 pub async fn summary(db: &Db, from: Millis, to: Millis) -> mcp_oauth_store::Result<Summary> {
-    Ok(read_range(db, from, to).await?.0)
+    Ok(read_range(db, None, from, to).await?.0)
 }
 
-/// The figures of `[from, to)` and the summed rows they come from.
+/// The figures of `[from, to)` and the summed rows they come from; settled spans from
+/// `cache` when given (see `cache`).
 pub async fn read_range(
     db: &Db,
+    cache: Option<(&cache::SpanCache, Millis)>,
     from: Millis,
     to: Millis,
 ) -> mcp_oauth_store::Result<(Summary, Vec<Row>)> {
     let plan = plan(from, to);
-    let rows = db.analytics_rows(&plan).await?;
-    let latencies = db.analytics_latencies(&plan).await?;
+    let (rows, latencies) = match cache {
+        Some((cache, now)) => cache.read(db, &plan, now).await?,
+        None => (
+            db.analytics_rows(&plan).await?,
+            db.analytics_latencies(&plan).await?,
+        ),
+    };
     let names = names_of(db, &rows).await?;
     Ok((summarize(from, to, &rows, &latencies, &names), rows))
 }
