@@ -36,6 +36,22 @@ const CHUNK: usize = 16;
 /// Ids per `IN (…)` list when looking up names.
 const ID_CHUNK: usize = 64;
 
+/// The ten dimension columns (in `DIMENSIONS` order) of `r`, from column `first` on.
+fn dims_at(r: &sqlx::any::AnyRow, first: usize) -> Result<Dimensions> {
+    Ok(Dimensions {
+        kind: r.try_get(first)?,
+        name: r.try_get(first + 1)?,
+        detail: r.try_get(first + 2)?,
+        outcome: r.try_get(first + 3)?,
+        code: r.try_get(first + 4)?,
+        user_id: r.try_get(first + 5)?,
+        client_id: r.try_get(first + 6)?,
+        software: r.try_get(first + 7)?,
+        protocol_version: r.try_get(first + 8)?,
+        transport: r.try_get(first + 9)?,
+    })
+}
+
 fn event_row(r: &sqlx::any::AnyRow) -> Result<EventRow> {
     Ok(EventRow {
         at_ms: r.try_get(0)?,
@@ -292,20 +308,8 @@ impl Db {
         let mut merged: HashMap<Dimensions, (u64, Millis)> = HashMap::new();
         let mut add = |rows: Vec<sqlx::any::AnyRow>| -> Result<()> {
             for r in rows {
-                let dims = Dimensions {
-                    kind: r.try_get(0)?,
-                    name: r.try_get(1)?,
-                    detail: r.try_get(2)?,
-                    outcome: r.try_get(3)?,
-                    code: r.try_get(4)?,
-                    user_id: r.try_get(5)?,
-                    client_id: r.try_get(6)?,
-                    software: r.try_get(7)?,
-                    protocol_version: r.try_get(8)?,
-                    transport: r.try_get(9)?,
-                }
-                // Raw rows (the range's edges) summed as the rollups are.
-                .for_rollup();
+                // Raw rows (the range's edges) are summed as the rollups are.
+                let dims = dims_at(&r, 0)?.for_rollup();
                 let count: i64 = r.try_get(10)?;
                 let last: i64 = r.try_get(11)?;
                 let entry = merged.entry(dims).or_default();
@@ -588,18 +592,7 @@ impl Db {
                 Ok(RollupRow {
                     period,
                     bucket_start: r.try_get(0)?,
-                    dims: Dimensions {
-                        kind: r.try_get(1)?,
-                        name: r.try_get(2)?,
-                        detail: r.try_get(3)?,
-                        outcome: r.try_get(4)?,
-                        code: r.try_get(5)?,
-                        user_id: r.try_get(6)?,
-                        client_id: r.try_get(7)?,
-                        software: r.try_get(8)?,
-                        protocol_version: r.try_get(9)?,
-                        transport: r.try_get(10)?,
-                    },
+                    dims: dims_at(&r, 1)?,
                     count: r.try_get(11)?,
                     latency_sum_us: r.try_get(12)?,
                 })

@@ -7,12 +7,13 @@
 //! kept [`TTL`] and read again after that: a late event shows up within a minute. Recent
 //! spans and the raw edges of a range are always read from the database.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcp_oauth_core::analytics::summary::{Latencies, Row, merge_rows};
-use mcp_oauth_core::analytics::{Millis, Period, RangePlan};
-use mcp_oauth_store::Db;
+use mcp_oauth_core::analytics::{Histogram, Millis, Period, RangePlan};
+use mcp_oauth_store::{Db, SeriesPoint};
 
 /// A span is settled once it ended this long ago.
 pub const SETTLED_MS: Millis = 5 * 60_000;
@@ -36,19 +37,103 @@ impl quick_cache::Weighter<(Period, Millis, Millis), Arc<SpanSums>> for ByRows {
     }
 }
 
+/// A chart's points over a settled stretch: `(period, step, start, end)`.
+type ChartKey = (Period, Millis, Millis, Millis);
+type ToolLatencies = BTreeMap<(String, Millis), Histogram>;
+
 pub struct SpanCache {
     spans: quick_cache::sync::Cache<(Period, Millis, Millis), Arc<SpanSums>, ByRows>,
+    series: quick_cache::sync::Cache<ChartKey, Arc<(Vec<SeriesPoint>, Instant)>>,
+    tool_latencies: quick_cache::sync::Cache<ChartKey, Arc<(ToolLatencies, Instant)>>,
 }
 
 impl Default for SpanCache {
     fn default() -> Self {
         Self {
             spans: quick_cache::sync::Cache::with_weighter(64, CAPACITY_ROWS, ByRows),
+            series: quick_cache::sync::Cache::new(32),
+            tool_latencies: quick_cache::sync::Cache::new(32),
         }
     }
 }
 
+/// `[from, to)` split at the end of its settled whole steps: `(settled, live)`, the first
+/// starting at `from` rounded down to a step (charts show whole steps).
+fn chart_split(
+    step: Millis,
+    from: Millis,
+    to: Millis,
+    now: Millis,
+) -> ((Millis, Millis), (Millis, Millis)) {
+    let start = from - from.rem_euclid(step);
+    let horizon = (now - SETTLED_MS).min(to);
+    let settled_end = (horizon - horizon.rem_euclid(step)).max(start);
+    ((start, settled_end), (settled_end, to))
+}
+
 impl SpanCache {
+    /// A chart's points (`Db::analytics_series`) over `[from, to)`, whole steps.
+    pub async fn series(
+        &self,
+        db: &Db,
+        period: Period,
+        step: Millis,
+        from: Millis,
+        to: Millis,
+        now: Millis,
+    ) -> mcp_oauth_store::Result<Vec<SeriesPoint>> {
+        let ((a, b), (c, d)) = chart_split(step, from, to, now);
+        let key = (period, step, a, b);
+        let settled = match self.series.get(&key).filter(|s| s.1.elapsed() < TTL) {
+            Some(s) => s,
+            None => {
+                let s = Arc::new((
+                    db.analytics_series(period, step, a, b).await?,
+                    Instant::now(),
+                ));
+                self.series.insert(key, s.clone());
+                s
+            }
+        };
+        let mut points = settled.0.clone();
+        points.extend(db.analytics_series(period, step, c, d).await?);
+        Ok(points)
+    }
+
+    /// Each tool's latency histogram per step (`Db::analytics_tool_latency_series`).
+    pub async fn tool_latencies(
+        &self,
+        db: &Db,
+        period: Period,
+        step: Millis,
+        from: Millis,
+        to: Millis,
+        now: Millis,
+    ) -> mcp_oauth_store::Result<ToolLatencies> {
+        let ((a, b), (c, d)) = chart_split(step, from, to, now);
+        let key = (period, step, a, b);
+        let settled = match self
+            .tool_latencies
+            .get(&key)
+            .filter(|s| s.1.elapsed() < TTL)
+        {
+            Some(s) => s,
+            None => {
+                let s = Arc::new((
+                    db.analytics_tool_latency_series(period, step, a, b).await?,
+                    Instant::now(),
+                ));
+                self.tool_latencies.insert(key, s.clone());
+                s
+            }
+        };
+        let mut out = settled.0.clone();
+        for (k, h) in db.analytics_tool_latency_series(period, step, c, d).await? {
+            out.entry(k).or_default().merge(&h);
+        }
+        Ok(out)
+    }
+
     /// The summed rows and latency histograms of `plan`, at `now`.
     pub async fn read(
         &self,

@@ -289,9 +289,10 @@ pub async fn panels(
     q: &DashboardQuery,
 ) -> Result<Panels, StoreError> {
     let db = &state.db;
+    let now_ms = state.clock.now_millis();
     let (summary, rows) = super::read_range(
         db,
-        Some((&state.analytics_cache, state.clock.now_millis())),
+        Some((&state.analytics_cache, now_ms)),
         range.from,
         range.to,
     )
@@ -363,8 +364,9 @@ pub async fn panels(
 
     match page {
         "overview" => {
-            let series = db
-                .analytics_series(range.period, range.step, range.from, range.to)
+            let series = state
+                .analytics_cache
+                .series(db, range.period, range.step, range.from, range.to, now_ms)
                 .await?;
             let http = series.iter().filter(|p| p.kind == "http");
             requests_chart = charts::line_chart(
@@ -454,11 +456,12 @@ pub async fn panels(
             }
         }
         "tools" => {
-            let latency = db
-                .analytics_tool_latency_series(range.period, range.step, range.from, range.to)
+            let cache = &state.analytics_cache;
+            let latency = cache
+                .tool_latencies(db, range.period, range.step, range.from, range.to, now_ms)
                 .await?;
-            let series = db
-                .analytics_series(range.period, range.step, range.from, range.to)
+            let series = cache
+                .series(db, range.period, range.step, range.from, range.to, now_ms)
                 .await?;
             let all: Vec<Breakdown> = tool_breakdown(&rows);
             for (i, t) in summary.tools.iter().enumerate() {

@@ -23,6 +23,9 @@ CREATE TABLE analytics_events (
     request_id TEXT
 );
 CREATE INDEX analytics_events_at ON analytics_events(at_ms);
+-- Drill-downs list a user's or a client's latest events.
+CREATE INDEX analytics_events_user ON analytics_events(user_id, at_ms);
+CREATE INDEX analytics_events_client ON analytics_events(client_id, at_ms);
 
 -- Events summed per minute, hour and day (period in seconds), updated in the same
 -- transaction as the raw rows by adding to the counts, so several instances can write at once.
