@@ -536,3 +536,39 @@ async fn the_live_stream_pushes_new_figures() {
     .result();
     read_until(&mut r, "<dd id=\"tool-calls\">1</dd>").await;
 }
+
+/// SIGTERM: the writer stores what is queued before the process exits. The flush interval is
+/// longer than the test, so only the drain at shutdown can have stored these events.
+#[tokio::test]
+async fn events_queued_at_sigterm_are_stored_before_exit() {
+    let mut server = crate::helpers::ServerProcess::start(&[(
+        "MCP_OAUTH_ANALYTICS__FLUSH_INTERVAL_MS",
+        "600000",
+    )])
+    .await;
+    let http = reqwest::Client::new();
+    for _ in 0..5 {
+        let r = http
+            .post(format!("{}/mcp", server.url))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(initialize(1).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert!(
+        server.terminate().await,
+        "a clean exit: {}",
+        server.stderr()
+    );
+    let out = server.admin(&["analytics", "summary"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["mcp"]["unauthorized"], 5, "{s:#}");
+}

@@ -1706,6 +1706,27 @@ impl ServerProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Send SIGTERM and wait (up to 30 s) for the process to exit; whether it exited 0.
+    pub async fn terminate(&mut self) -> bool {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                return status.success();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not stop: {}",
+                self.stderr()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for ServerProcess {
