@@ -7,7 +7,8 @@
 //!     MCP_OAUTH_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
 //!         cargo bench -p mcp-oauth --bench token_endpoint                   # PostgreSQL
 //!
-//! Knobs: BENCH_CONCURRENCY (default 16), BENCH_REQUESTS (per scenario, default 4000).
+//! Knobs: BENCH_CONCURRENCY (default 16), BENCH_REQUESTS (per scenario, default 4000),
+//! BENCH_ANALYTICS=off (record nothing: no analytics events, no metrics).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -157,15 +158,20 @@ async fn main() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let settings = RawSettings {
+    let mut raw = RawSettings {
         public_url: format!("http://{addr}"),
         listen: addr.to_string(),
         database_url: database_url.clone().into(),
         keys: bench_keys(),
         ..RawSettings::default()
+    };
+    // BENCH_ANALYTICS=off: nothing recorded (no analytics, no metrics), for comparison.
+    let analytics = std::env::var("BENCH_ANALYTICS").map_or(true, |v| v != "off");
+    if !analytics {
+        raw.analytics.enabled = false;
+        raw.metrics.allowed_cidrs = vec![];
     }
-    .validate()
-    .unwrap();
+    let settings = raw.validate().unwrap();
     let db = connect_db(&settings.database_url).await.unwrap();
     let app = Application::build_on(settings, Clock::system(), db.clone(), listener)
         .await
@@ -349,7 +355,8 @@ async fn main() {
 
     let backend = if pg.is_some() { "PostgreSQL" } else { "SQLite" };
     println!(
-        "\ntoken endpoint on {backend}: {total} requests per scenario, {concurrency} concurrent connections"
+        "\ntoken endpoint on {backend} (analytics {}): {total} requests per scenario, {concurrency} concurrent connections",
+        if analytics { "on" } else { "off" }
     );
     println!(
         "{:<34} {:>10} {:>9} {:>9} {:>9}",

@@ -115,6 +115,12 @@ impl Recorder {
     }
 }
 
+/// Events per transaction. On SQLite the writer shares the one write connection with token
+/// grants: a transaction of 2,000 events held it for ~25 ms, and the token endpoint's p99
+/// under load went from ~25 ms (nothing recorded) to ~40 ms; with 64 a grant waits about a
+/// millisecond and the p99 is the same as without analytics (`--bench token_endpoint`).
+const EVENTS_PER_TRANSACTION: usize = 64;
+
 /// Room for events the writer keeps between bursts.
 const IDLE_CAPACITY: usize = 64;
 
@@ -171,23 +177,17 @@ impl Writer {
         }
     }
 
-    /// Store `pending` (with a count of drops since the last flush) in one transaction. On
-    /// failure the events stay pending for the next try, up to `max_pending`.
+    /// Store `pending` (with a count of drops since the last flush), [`EVENTS_PER_TRANSACTION`]
+    /// at a time. On failure what was not stored stays pending for the next try, up to
+    /// `max_pending`.
     async fn flush(&self, pending: &mut Vec<Event>) {
         let drops = self.recorder.take_drops();
         if drops > 0 {
             pending.push(Event::dropped(self.recorder.now_ms(), drops));
         }
-        if pending.is_empty() {
-            return;
-        }
-        match self.db.record_events(pending).await {
-            Ok(()) => {
-                pending.clear();
-                // A burst grew it; an idle server need not keep the room.
-                pending.shrink_to(IDLE_CAPACITY);
-            }
-            Err(e) => {
+        while !pending.is_empty() {
+            let n = pending.len().min(EVENTS_PER_TRANSACTION);
+            if let Err(e) = self.db.record_events(&pending[..n]).await {
                 if !self.db_health.observe(&e) {
                     tracing::error!(error = ?e.to_string(), events = pending.len(), "storing analytics events failed");
                 }
@@ -196,7 +196,11 @@ impl Writer {
                     pending.drain(..excess);
                     self.recorder.count_drops(excess as u64);
                 }
+                return;
             }
+            pending.drain(..n);
         }
+        // A burst grew it; an idle server need not keep the room.
+        pending.shrink_to(IDLE_CAPACITY);
     }
 }
