@@ -74,6 +74,10 @@ pub struct AnalyticsSettings {
     /// The health badge: a p95 latency (ms) at or above these is degraded / unhealthy.
     pub p95_warning_ms: f64,
     pub p95_critical_ms: f64,
+    /// A MaxMind-format GeoIP database (e.g. GeoLite2-Country.mmdb): when set, requests and
+    /// MCP messages are counted per country of their client address. Unset, no country is
+    /// recorded and the geography panel says so.
+    pub geoip_database: Option<PathBuf>,
 }
 
 impl Default for AnalyticsSettings {
@@ -90,6 +94,7 @@ impl Default for AnalyticsSettings {
             error_rate_critical: 0.20,
             p95_warning_ms: 500.0,
             p95_critical_ms: 1_000.0,
+            geoip_database: None,
         }
     }
 }
@@ -120,6 +125,18 @@ impl AnalyticsSettings {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(key, "must be a share between 0 and 1, e.g. 0.05"));
             }
+        }
+        if let Some(path) = &self.geoip_database
+            && !path.is_file()
+        {
+            return Err(bad(
+                "analytics.geoip_database",
+                format!(
+                    "file {} does not exist; download GeoLite2-Country.mmdb from MaxMind or \
+                     remove the setting",
+                    path.display()
+                ),
+            ));
         }
         self.admin_emails = self
             .admin_emails

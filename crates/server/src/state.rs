@@ -50,6 +50,8 @@ pub struct AppState {
     pub mcp_sessions: Arc<McpSessions>,
     /// Where usage events are recorded (see `crate::analytics`).
     pub analytics: Arc<Recorder>,
+    /// Client countries, when `analytics.geoip_database` is set.
+    pub geoip: Option<Arc<crate::analytics::geoip::GeoIp>>,
     /// Settled analytics spans, summed (see `crate::analytics::cache`).
     pub analytics_cache: Arc<crate::analytics::cache::SpanCache>,
     /// Open live dashboards (`/analytics/live`), bounded.
@@ -93,7 +95,12 @@ impl AppState {
             metrics_readable,
             crate::mcp::server::McpServer::tool_names(),
         );
+        let geoip = match &settings.analytics.geoip_database {
+            Some(path) => Some(Arc::new(crate::analytics::geoip::GeoIp::open(path)?)),
+            None => None,
+        };
         Ok(Self {
+            geoip,
             settings: Arc::new(settings),
             db,
             clock,

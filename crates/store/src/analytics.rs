@@ -1,13 +1,22 @@
 //! Usage analytics: raw events, their per-minute/hour/day rollups, and reading a range back.
 //!
+//! Tables (migrations `0003` and `0004`):
+//! - `analytics_events`: raw events, for the edges of a range, drill-downs and exports;
+//! - `analytics_dimensions`: each distinct combination of dimensions once, by id;
+//! - `analytics_counts`: events per rollup bucket and dimensions id (the range summaries);
+//! - `analytics_series`: events per bucket and (kind, name, detail, outcome) (the charts);
+//! - `analytics_latency`: latency histogram bins per bucket and series (the percentiles).
+//!
 //! A batch of events is written in one transaction: the raw rows, and for each rollup bucket
 //! the batch touches, `count = count + n` upserts (never read-modify-write), so any number of
 //! instances can write to one PostgreSQL and the rollups always equal the raw events they
-//! summarise. Rows are upserted in key order, so two instances cannot deadlock.
+//! summarise. Rows are upserted in key order, so two instances cannot deadlock. The ids of
+//! new dimensions are settled before, in a transaction of their own (see `dimension_ids`).
 //! Reads go through the read pool (on SQLite, connections of their own), so a dashboard query
 //! never waits behind a token grant.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 // Every dynamic statement here is built from constant SQL and `$N` placeholders only
 // (`AssertSqlSafe`): values are always bound.
@@ -22,7 +31,7 @@ use crate::{Db, Result};
 
 /// The dimension columns, in primary-key order.
 const DIMENSIONS: &str = "kind, name, detail, outcome, code, user_id, client_id, software, \
-                          protocol_version, transport";
+                          protocol_version, transport, country";
 
 /// Rows per multi-row `INSERT`. Small on purpose: SQLite binds `$N` parameters by name, which
 /// sqlx resolves in time quadratic in their number (400 rows of 16 columns took 47 ms a
@@ -36,7 +45,7 @@ const CHUNK: usize = 16;
 /// Ids per `IN (…)` list when looking up names.
 const ID_CHUNK: usize = 64;
 
-/// The ten dimension columns (in `DIMENSIONS` order) of `r`, from column `first` on.
+/// The eleven dimension columns (in `DIMENSIONS` order) of `r`, from column `first` on.
 fn dims_at(r: &sqlx::any::AnyRow, first: usize) -> Result<Dimensions> {
     Ok(Dimensions {
         kind: r.try_get(first)?,
@@ -49,6 +58,7 @@ fn dims_at(r: &sqlx::any::AnyRow, first: usize) -> Result<Dimensions> {
         software: r.try_get(first + 7)?,
         protocol_version: r.try_get(first + 8)?,
         transport: r.try_get(first + 9)?,
+        country: r.try_get(first + 10)?,
     })
 }
 
@@ -65,15 +75,16 @@ fn event_row(r: &sqlx::any::AnyRow) -> Result<EventRow> {
         software: r.try_get(8)?,
         protocol_version: r.try_get(9)?,
         transport: r.try_get(10)?,
-        latency_us: r.try_get(11)?,
-        count: r.try_get(12)?,
-        ip: r.try_get(13)?,
-        user_agent: r.try_get(14)?,
-        request_id: r.try_get(15)?,
+        country: r.try_get(11)?,
+        latency_us: r.try_get(12)?,
+        count: r.try_get(13)?,
+        ip: r.try_get(14)?,
+        user_agent: r.try_get(15)?,
+        request_id: r.try_get(16)?,
     })
 }
 
-fn dims_values(d: &Dimensions) -> [&str; 10] {
+fn dims_values(d: &Dimensions) -> [&str; 11] {
     [
         &d.kind,
         &d.name,
@@ -85,6 +96,7 @@ fn dims_values(d: &Dimensions) -> [&str; 10] {
         &d.software,
         &d.protocol_version,
         &d.transport,
+        &d.country,
     ]
 }
 
@@ -106,6 +118,41 @@ fn placeholders(rows: usize, width: usize) -> String {
     }
     s
 }
+
+/// Dimensions this process has written or read, both ways: a batch only asks the database
+/// for the ids of new ones, and a range read gets ids from SQL and names them from here, one
+/// shared `Arc` per id. Bounded: past `MAX_KNOWN_DIMENSIONS` it starts again empty (an id
+/// always means the same dimensions, so forgetting only costs lookups).
+#[derive(Default)]
+pub struct DimensionIds(std::sync::Mutex<KnownDimensions>);
+
+#[derive(Default)]
+pub struct KnownDimensions {
+    ids: HashMap<Arc<Dimensions>, i64>,
+    by_id: HashMap<i64, Arc<Dimensions>>,
+}
+
+impl KnownDimensions {
+    fn insert(&mut self, id: i64, dims: Arc<Dimensions>) {
+        if self.by_id.len() >= MAX_KNOWN_DIMENSIONS {
+            self.ids.clear();
+            self.by_id.clear();
+        }
+        self.ids.insert(dims.clone(), id);
+        self.by_id.insert(id, dims);
+    }
+}
+
+impl DimensionIds {
+    fn known(&self) -> std::sync::MutexGuard<'_, KnownDimensions> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+const MAX_KNOWN_DIMENSIONS: usize = 50_000;
+
+/// Ids further apart than this are fetched by separate range queries when naming them.
+const ID_GAP: i64 = 256;
 
 #[derive(Default)]
 struct RollupSum {
@@ -161,6 +208,7 @@ pub struct EventRow {
     pub software: String,
     pub protocol_version: String,
     pub transport: String,
+    pub country: String,
     pub latency_us: Option<i64>,
     pub count: i64,
     pub ip: Option<String>,
@@ -183,13 +231,15 @@ pub struct RollupRow {
     pub dims: Dimensions,
     pub count: i64,
     pub latency_sum_us: i64,
+    /// Where this row is in a page: the next page starts after it.
+    pub cursor: RollupCursor,
 }
 
 /// Where a page of rollup rows ended, in primary-key order within one period.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollupCursor {
     pub bucket_start: Millis,
-    pub dims: Dimensions,
+    pub dimensions_id: i64,
 }
 
 /// A client's grants that can still mint tokens.
@@ -209,23 +259,25 @@ impl Db {
             return Ok(());
         }
         let summed: Vec<Dimensions> = events.iter().map(|e| e.dims.for_rollup()).collect();
-        let mut rollups: BTreeMap<(i64, Millis, &Dimensions), RollupSum> = BTreeMap::new();
+        let ids = self.dimension_ids(&summed).await?;
+        let mut rollups: BTreeMap<(i64, Millis, i64), RollupSum> = BTreeMap::new();
+        let mut series: BTreeMap<(i64, Millis, [&str; 4]), i64> = BTreeMap::new();
         let mut bins: BTreeMap<(i64, Millis, [&str; 3], u16), i64> = BTreeMap::new();
         for (e, dims) in events.iter().zip(&summed) {
+            let id = ids[dims];
+            let d = &e.dims;
             for p in Period::ALL {
                 let start = p.bucket_start(e.at);
-                let sum = rollups.entry((p.seconds(), start, dims)).or_default();
+                let sum = rollups.entry((p.seconds(), start, id)).or_default();
                 sum.count += e.count as i64;
                 sum.latency_sum_us += e.latency_us.unwrap_or(0) as i64;
                 sum.last_at = sum.last_at.max(e.at);
+                let key = [&*d.kind, &*d.name, &*d.detail, &*d.outcome];
+                *series.entry((p.seconds(), start, key)).or_default() += e.count as i64;
                 if let Some(us) = e.latency_us {
-                    let series = [
-                        e.dims.kind.as_str(),
-                        e.dims.name.as_str(),
-                        e.dims.detail.as_str(),
-                    ];
+                    let key = [&*d.kind, &*d.name, &*d.detail];
                     *bins
-                        .entry((p.seconds(), start, series, histogram::bucket_of(us)))
+                        .entry((p.seconds(), start, key, histogram::bucket_of(us)))
                         .or_default() += 1;
                 }
             }
@@ -236,7 +288,7 @@ impl Db {
             let sql = format!(
                 "INSERT INTO analytics_events (at_ms, {DIMENSIONS}, latency_us, count, ip, \
                  user_agent, request_id) VALUES {}",
-                placeholders(chunk.len(), 16)
+                placeholders(chunk.len(), 17)
             );
             let mut q = sqlx::query::<Any>(AssertSqlSafe(sql)).persistent(chunk.len() == CHUNK);
             for e in chunk {
@@ -257,22 +309,47 @@ impl Db {
         let rollups: Vec<_> = rollups.into_iter().collect();
         for chunk in rollups.chunks(CHUNK) {
             let sql = format!(
-                "INSERT INTO analytics_rollups (period, bucket_start, {DIMENSIONS}, count, \
+                "INSERT INTO analytics_counts (period, bucket_start, dimensions_id, count, \
                  latency_sum_us, last_at_ms) VALUES {} \
-                 ON CONFLICT (period, bucket_start, {DIMENSIONS}) DO UPDATE SET \
-                 count = analytics_rollups.count + excluded.count, \
-                 latency_sum_us = analytics_rollups.latency_sum_us + excluded.latency_sum_us, \
-                 last_at_ms = CASE WHEN excluded.last_at_ms > analytics_rollups.last_at_ms \
-                 THEN excluded.last_at_ms ELSE analytics_rollups.last_at_ms END",
-                placeholders(chunk.len(), 15)
+                 ON CONFLICT (period, bucket_start, dimensions_id) DO UPDATE SET \
+                 count = analytics_counts.count + excluded.count, \
+                 latency_sum_us = analytics_counts.latency_sum_us + excluded.latency_sum_us, \
+                 last_at_ms = CASE WHEN excluded.last_at_ms > analytics_counts.last_at_ms \
+                 THEN excluded.last_at_ms ELSE analytics_counts.last_at_ms END",
+                placeholders(chunk.len(), 6)
             );
             let mut q = sqlx::query::<Any>(AssertSqlSafe(sql)).persistent(chunk.len() == CHUNK);
-            for ((period, start, dims), sum) in chunk {
-                q = q.bind(*period).bind(*start);
-                for v in dims_values(dims) {
-                    q = q.bind(v);
-                }
-                q = q.bind(sum.count).bind(sum.latency_sum_us).bind(sum.last_at);
+            for ((period, start, id), sum) in chunk {
+                q = q
+                    .bind(*period)
+                    .bind(*start)
+                    .bind(*id)
+                    .bind(sum.count)
+                    .bind(sum.latency_sum_us)
+                    .bind(sum.last_at);
+            }
+            q.execute(&mut *tx).await?;
+        }
+
+        let series: Vec<_> = series.into_iter().collect();
+        for chunk in series.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO analytics_series (period, bucket_start, kind, name, detail, \
+                 outcome, count) VALUES {} \
+                 ON CONFLICT (period, bucket_start, kind, name, detail, outcome) DO UPDATE SET \
+                 count = analytics_series.count + excluded.count",
+                placeholders(chunk.len(), 7)
+            );
+            let mut q = sqlx::query::<Any>(AssertSqlSafe(sql)).persistent(chunk.len() == CHUNK);
+            for ((period, start, [kind, name, detail, outcome]), n) in chunk {
+                q = q
+                    .bind(*period)
+                    .bind(*start)
+                    .bind(*kind)
+                    .bind(*name)
+                    .bind(*detail)
+                    .bind(*outcome)
+                    .bind(*n);
             }
             q.execute(&mut *tx).await?;
         }
@@ -303,55 +380,175 @@ impl Db {
         Ok(())
     }
 
-    /// Every event of the planned range, summed per distinct dimensions.
-    pub async fn analytics_rows(&self, plan: &RangePlan) -> Result<Vec<Row>> {
-        let mut merged: HashMap<Dimensions, (u64, Millis)> = HashMap::new();
-        let mut add = |rows: Vec<sqlx::any::AnyRow>| -> Result<()> {
-            for r in rows {
-                // Raw rows (the range's edges) are summed as the rollups are.
-                let dims = dims_at(&r, 0)?.for_rollup();
-                let count: i64 = r.try_get(10)?;
-                let last: i64 = r.try_get(11)?;
-                let entry = merged.entry(dims).or_default();
-                entry.0 += count.max(0) as u64;
-                entry.1 = entry.1.max(last);
+    /// The id of each of `dims` in `analytics_dimensions`, adding those not there yet.
+    ///
+    /// New ones are added in a transaction of their own, committed before the batch's: ids
+    /// are then final whatever happens to the batch, and two instances adding the same
+    /// dimensions (in the same sorted order) wait for each other instead of deadlocking
+    /// inside the batch's transaction.
+    async fn dimension_ids<'a>(
+        &self,
+        dims: &'a [Dimensions],
+    ) -> Result<HashMap<&'a Dimensions, i64>> {
+        let mut ids = HashMap::with_capacity(dims.len());
+        let mut missing = std::collections::BTreeSet::new();
+        {
+            let known = self.dimension_ids.known();
+            for d in dims {
+                match known.ids.get(d) {
+                    Some(&id) => {
+                        ids.insert(d, id);
+                    }
+                    None => {
+                        missing.insert(d);
+                    }
+                }
             }
-            Ok(())
-        };
-        for span in &plan.rollups {
+        }
+        if missing.is_empty() {
+            return Ok(ids);
+        }
+        let sql = format!(
+            "INSERT INTO analytics_dimensions ({DIMENSIONS}) VALUES {} \
+             ON CONFLICT ({DIMENSIONS}) DO UPDATE SET kind = excluded.kind RETURNING id",
+            placeholders(1, 11)
+        );
+        let mut found = Vec::with_capacity(missing.len());
+        let mut tx = self.begin_write().await?;
+        for d in missing {
+            let mut q = sqlx::query::<Any>(AssertSqlSafe(sql.as_str()));
+            for v in dims_values(d) {
+                q = q.bind(v);
+            }
+            let id: i64 = q.fetch_one(&mut *tx).await?.try_get(0)?;
+            found.push((d, id));
+        }
+        tx.commit().await?;
+        let mut known = self.dimension_ids.known();
+        for (d, id) in found {
+            known.insert(id, Arc::new(d.clone()));
+            ids.insert(d, id);
+        }
+        Ok(ids)
+    }
+
+    /// The dimensions of each of `ids`, from the cache or else the database (ids missing
+    /// from both are left out: dimensions are never deleted, so there are none).
+    async fn dimensions_named(&self, ids: &[i64]) -> Result<HashMap<i64, Arc<Dimensions>>> {
+        let mut named = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        {
+            let known = self.dimension_ids.known();
+            for &id in ids {
+                match known.by_id.get(&id) {
+                    Some(d) => {
+                        named.insert(id, d.clone());
+                    }
+                    None => missing.push(id),
+                }
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        // Ids are mostly dense (each instance's sequence), so runs of them are read by range:
+        // a few queries even when nothing is cached yet.
+        let mut runs: Vec<(i64, i64)> = Vec::new();
+        for id in missing {
+            match runs.last_mut() {
+                Some((_, last)) if id - *last <= ID_GAP => *last = id,
+                _ => runs.push((id, id)),
+            }
+        }
+        for (first, last) in runs {
             let sql = format!(
-                "SELECT {DIMENSIONS}, CAST(SUM(count) AS BIGINT), MAX(last_at_ms) \
-                 FROM analytics_rollups WHERE period = $1 AND bucket_start >= $2 \
-                 AND bucket_start < $3 GROUP BY {DIMENSIONS}"
+                "SELECT {DIMENSIONS}, id FROM analytics_dimensions WHERE id BETWEEN $1 AND $2"
             );
             let rows = sqlx::query(AssertSqlSafe(sql))
-                .bind(span.period.seconds())
-                .bind(span.start)
-                .bind(span.end)
+                .bind(first)
+                .bind(last)
                 .fetch_all(&self.reader)
                 .await?;
-            add(rows)?;
+            let mut known = self.dimension_ids.known();
+            for r in rows {
+                let id: i64 = r.try_get(11)?;
+                let dims = Arc::new(dims_at(&r, 0)?);
+                known.insert(id, dims.clone());
+                named.insert(id, dims);
+            }
         }
+        Ok(named)
+    }
+
+    /// Every event of the planned range, summed per distinct dimensions (rows of different
+    /// spans may repeat dimensions; see `Row`).
+    pub async fn analytics_rows(&self, plan: &RangePlan) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        for span in &plan.rollups {
+            // Summed per id in SQL (one integer to group by), named from the cache.
+            let summed = sqlx::query(
+                "SELECT dimensions_id, CAST(SUM(count) AS BIGINT), MAX(last_at_ms) \
+                 FROM analytics_counts WHERE period = $1 AND bucket_start >= $2 \
+                 AND bucket_start < $3 GROUP BY dimensions_id",
+            )
+            .bind(span.period.seconds())
+            .bind(span.start)
+            .bind(span.end)
+            .fetch_all(&self.reader)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<i64, _>(0)?,
+                    r.try_get::<i64, _>(1)?,
+                    r.try_get(2)?,
+                ))
+            })
+            .collect::<Result<Vec<(i64, i64, i64)>>>()?;
+            let ids: Vec<i64> = summed.iter().map(|s| s.0).collect();
+            let named = self.dimensions_named(&ids).await?;
+            rows.extend(summed.into_iter().filter_map(|(id, count, last_at)| {
+                Some(Row {
+                    dims: named.get(&id)?.clone(),
+                    count: count.max(0) as u64,
+                    last_at,
+                })
+            }));
+        }
+        // The raw edges: at most a minute at each end of the range.
+        let mut raw: HashMap<Dimensions, (u64, Millis)> = HashMap::new();
         for &(from, to) in &plan.raw {
             let sql = format!(
                 "SELECT {DIMENSIONS}, CAST(SUM(count) AS BIGINT), MAX(at_ms) \
                  FROM analytics_events WHERE at_ms >= $1 AND at_ms < $2 GROUP BY {DIMENSIONS}"
             );
-            let rows = sqlx::query(AssertSqlSafe(sql))
+            let found = sqlx::query(AssertSqlSafe(sql))
                 .bind(from)
                 .bind(to)
                 .fetch_all(&self.reader)
                 .await?;
-            add(rows)?;
+            for r in found {
+                // Summed as the rollups are (HTTP requests without user and client).
+                let dims = dims_at(&r, 0)?.for_rollup();
+                let count: i64 = r.try_get(11)?;
+                let last: i64 = r.try_get(12)?;
+                let entry = raw.entry(dims).or_default();
+                entry.0 += count.max(0) as u64;
+                entry.1 = entry.1.max(last);
+            }
         }
-        Ok(merged
-            .into_iter()
-            .map(|(dims, (count, last_at))| Row {
-                dims,
+        let known = self.dimension_ids.known();
+        rows.extend(raw.into_iter().map(|(dims, (count, last_at))| {
+            Row {
+                // The cached `Arc` where there is one, so that merging finds it.
+                dims: known
+                    .ids
+                    .get_key_value(&dims)
+                    .map_or_else(|| Arc::new(dims), |(d, _)| d.clone()),
                 count,
                 last_at,
-            })
-            .collect())
+            }
+        }));
+        Ok(rows)
     }
 
     /// The latency histograms of every series over the planned range.
@@ -419,7 +616,7 @@ impl Db {
     ) -> Result<Vec<SeriesPoint>> {
         let rows = sqlx::query(
             "SELECT (bucket_start / $1) * $1, kind, name, detail, outcome, \
-             CAST(SUM(count) AS BIGINT) FROM analytics_rollups \
+             CAST(SUM(count) AS BIGINT) FROM analytics_series \
              WHERE period = $2 AND bucket_start >= $3 AND bucket_start < $4 \
              GROUP BY 1, 2, 3, 4, 5 ORDER BY 1",
         )
@@ -542,15 +739,16 @@ impl Db {
         let last = match rows.last() {
             Some(r) => Some(EventCursor {
                 at_ms: r.try_get(0)?,
-                id: r.try_get(16)?,
+                id: r.try_get(17)?,
             }),
             None => None,
         };
         Ok((rows.iter().map(event_row).collect::<Result<_>>()?, last))
     }
 
-    /// Rollup rows of `period` whose bucket starts in `[from, to)`, in primary-key order, at
-    /// most `limit`, after `after` (keyset pagination, as `analytics_events_page`).
+    /// Rollup rows of `period` whose bucket starts in `[from, to)`, in primary-key order
+    /// (bucket, dimensions id), at most `limit`, after `after` (keyset pagination, as
+    /// `analytics_events_page`).
     pub async fn analytics_rollups_page(
         &self,
         period: Period,
@@ -560,41 +758,39 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<RollupRow>> {
         // A row value comparison (SQLite 3.15+, PostgreSQL) over the key after `period`,
-        // which the primary-key index serves in order.
-        let (after_clause, limit_at) = match after {
-            Some(_) => (
-                format!(
-                    " AND (bucket_start, {DIMENSIONS}) > ($4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                     $13, $14)"
-                ),
-                15,
-            ),
-            None => (String::new(), 4),
-        };
+        // which the primary key serves in order.
+        let after = after.cloned().unwrap_or(RollupCursor {
+            bucket_start: from,
+            dimensions_id: i64::MIN,
+        });
         let sql = format!(
-            "SELECT bucket_start, {DIMENSIONS}, count, latency_sum_us FROM analytics_rollups \
-             WHERE period = $1 AND bucket_start >= $2 AND bucket_start < $3{after_clause} \
-             ORDER BY bucket_start, {DIMENSIONS} LIMIT ${limit_at}"
+            "SELECT r.bucket_start, {DIMENSIONS}, r.count, r.latency_sum_us, r.dimensions_id \
+             FROM analytics_counts r JOIN analytics_dimensions d ON d.id = r.dimensions_id \
+             WHERE r.period = $1 AND r.bucket_start >= $2 AND r.bucket_start < $3 \
+             AND (r.bucket_start, r.dimensions_id) > ($4, $5) \
+             ORDER BY r.bucket_start, r.dimensions_id LIMIT $6"
         );
-        let mut q = sqlx::query(AssertSqlSafe(sql))
+        let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(period.seconds())
             .bind(from)
-            .bind(to);
-        if let Some(c) = after {
-            q = q.bind(c.bucket_start);
-            for v in dims_values(&c.dims) {
-                q = q.bind(v);
-            }
-        }
-        let rows = q.bind(limit).fetch_all(&self.reader).await?;
+            .bind(to)
+            .bind(after.bucket_start)
+            .bind(after.dimensions_id)
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await?;
         rows.into_iter()
             .map(|r| {
                 Ok(RollupRow {
                     period,
                     bucket_start: r.try_get(0)?,
                     dims: dims_at(&r, 1)?,
-                    count: r.try_get(11)?,
-                    latency_sum_us: r.try_get(12)?,
+                    count: r.try_get(12)?,
+                    latency_sum_us: r.try_get(13)?,
+                    cursor: RollupCursor {
+                        bucket_start: r.try_get(0)?,
+                        dimensions_id: r.try_get(14)?,
+                    },
                 })
             })
             .collect()
@@ -692,7 +888,8 @@ impl Db {
                 break;
             }
         }
-        for table in ["analytics_rollups", "analytics_latency"] {
+        // Dimensions are kept: a row per distinct combination ever seen, reused by new events.
+        for table in ["analytics_counts", "analytics_series", "analytics_latency"] {
             // Bucket starts are aligned, so a bucket is dropped once all of it is too old.
             let sql = format!(
                 "DELETE FROM {table} WHERE (period = $1 AND bucket_start < $2) \

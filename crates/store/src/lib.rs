@@ -140,6 +140,8 @@ pub struct Db {
     /// of their own, so they never hold the one write connection; otherwise `pool`.
     reader: AnyPool,
     backend: Backend,
+    /// Ids of the analytics dimensions this process has written (see `analytics`).
+    dimension_ids: std::sync::Arc<analytics::DimensionIds>,
 }
 
 /// Read connections beside the writer on a SQLite file (WAL lets them read while it writes).
@@ -223,6 +225,7 @@ impl Db {
             pool,
             reader,
             backend,
+            dimension_ids: std::sync::Arc::default(),
         })
     }
 

@@ -7,6 +7,7 @@
 //! into the figures the dashboard and the JSON API show.
 
 pub mod export;
+pub mod geo;
 pub mod histogram;
 pub mod metrics;
 pub mod range;
@@ -89,6 +90,8 @@ impl Outcome {
 /// | mcp | JSON-RPC method | tool, prompt or resource name | JSON-RPC error code |
 /// | oauth | [`OAuthEvent::name`] | [`OAuthEvent::detail`] | RFC error code |
 /// | pipeline | `dropped` | | |
+///
+/// HTTP requests and MCP messages also carry the country of the address they came from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Dimensions {
     pub kind: String,
@@ -103,6 +106,9 @@ pub struct Dimensions {
     pub protocol_version: String,
     /// `streamable_http` or `sse` for MCP traffic.
     pub transport: String,
+    /// Where the request came from ([`geo::country_of`]): an ISO 3166-1 alpha-2 code,
+    /// `private`, `unknown`, or empty when no GeoIP database is configured.
+    pub country: String,
 }
 
 impl Dimensions {
@@ -253,6 +259,12 @@ impl Event {
         self.dims.software = software.map(clip).unwrap_or_default();
         self.dims.protocol_version = protocol_version.map(clip).unwrap_or_default();
         self.dims.transport = transport.map(|t| t.as_str().to_owned()).unwrap_or_default();
+        self
+    }
+
+    /// The country the request came from ([`geo::country_of`]).
+    pub fn country(mut self, country: Option<&str>) -> Self {
+        self.dims.country = country.map(clip).unwrap_or_default();
         self
     }
 

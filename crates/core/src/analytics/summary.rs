@@ -2,16 +2,19 @@
 //! `mcp-oauth analytics summary` show. Each figure is defined here once; the README's
 //! "How each figure is counted" section says the same in words.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::{Dimensions, Histogram, Millis};
 
-/// Events with the same dimensions in a range, summed.
+/// Events with the same dimensions in a range, summed. Several rows may name the same
+/// dimensions: every figure is a sum, a maximum or a count of distinct ids over the rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    pub dims: Dimensions,
+    /// Shared: rows read from rollups name one `Arc` per dimensions id (the store's cache).
+    pub dims: Arc<Dimensions>,
     pub count: u64,
     /// The time of the latest of them.
     pub last_at: Millis,
@@ -65,6 +68,24 @@ pub struct Summary {
     pub active_clients: u64,
     /// Events the pipeline dropped because its queue was full.
     pub dropped_events: u64,
+    /// Traffic per country of the client address, most requests first; empty when no GeoIP
+    /// database is configured.
+    pub geography: Vec<Country>,
+}
+
+/// Traffic from one country ([`super::geo::country_of`]: a country code, `private` or
+/// `unknown`).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Country {
+    pub country: String,
+    /// HTTP requests to the OAuth and MCP endpoints.
+    pub requests: u64,
+    /// Of them, answered with a status of 400 or more.
+    pub errors: u64,
+    /// MCP `tools/call` messages.
+    pub tool_calls: u64,
+    /// Distinct users whose MCP messages came from there.
+    pub users: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
@@ -168,30 +189,51 @@ pub fn parse_rfc3339(s: &str) -> Option<Millis> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+// The per-id sums below borrow their keys from the rows: summing a month of rows then
+// allocates per distinct id, not per row.
+
 #[derive(Default)]
-struct PerTool {
+struct PerTool<'a> {
     calls: u64,
     successes: u64,
     tool_errors: u64,
     protocol_errors: u64,
-    users: BTreeSet<String>,
+    users: HashSet<&'a str>,
 }
 
 #[derive(Default)]
-struct PerUser {
+struct PerUser<'a> {
     tool_calls: u64,
     sessions: u64,
-    tools: BTreeSet<String>,
-    clients: BTreeSet<String>,
+    tools: HashSet<&'a str>,
+    clients: HashSet<&'a str>,
     last_at: Millis,
 }
 
 #[derive(Default)]
-struct PerClient {
-    users: BTreeSet<String>,
+struct PerCountry<'a> {
+    requests: u64,
+    errors: u64,
+    tool_calls: u64,
+    users: HashSet<&'a str>,
+}
+
+#[derive(Default)]
+struct PerClient<'a> {
+    users: HashSet<&'a str>,
     tool_calls: u64,
     errors: u64,
     last_at: Millis,
+}
+
+/// Add `n` to `key`'s count, allocating the key only the first time.
+fn add(map: &mut BTreeMap<String, u64>, key: &str, n: u64) {
+    match map.get_mut(key) {
+        Some(v) => *v += n,
+        None => {
+            map.insert(key.to_owned(), n);
+        }
+    }
 }
 
 /// Sum `rows` (every event of `[from, to)`, grouped) into the figures of the range.
@@ -205,9 +247,10 @@ pub fn summarize(
     let mut requests = Requests::default();
     let mut mcp = Mcp::default();
     let mut oauth = OAuth::default();
-    let mut tools: BTreeMap<String, PerTool> = BTreeMap::new();
-    let mut users: BTreeMap<String, PerUser> = BTreeMap::new();
-    let mut clients: BTreeMap<String, PerClient> = BTreeMap::new();
+    let mut tools: HashMap<&str, PerTool> = HashMap::new();
+    let mut users: HashMap<&str, PerUser> = HashMap::new();
+    let mut clients: HashMap<&str, PerClient> = HashMap::new();
+    let mut countries: HashMap<&str, PerCountry> = HashMap::new();
     let mut dropped = 0;
     let mut pkce_s256 = 0;
 
@@ -219,37 +262,51 @@ pub fn summarize(
     {
         let n = *n;
         let ok = d.outcome == "ok";
+        if !d.country.is_empty() && matches!(d.kind.as_str(), "http" | "mcp") {
+            let c = countries.entry(&d.country).or_default();
+            if d.kind == "http" {
+                c.requests += n;
+                if d.outcome == "error" {
+                    c.errors += n;
+                }
+            } else {
+                if d.name == "tools/call" {
+                    c.tool_calls += n;
+                }
+                if !d.user_id.is_empty() {
+                    c.users.insert(&d.user_id);
+                }
+            }
+        }
         match d.kind.as_str() {
             "http" => {
                 requests.total += n;
                 if d.outcome == "error" {
                     requests.errors += n;
                 }
-                *requests.by_status.entry(d.code.clone()).or_default() += n;
-                *requests.by_route.entry(d.name.clone()).or_default() += n;
+                add(&mut requests.by_status, &d.code, n);
+                add(&mut requests.by_route, &d.name, n);
                 if !d.transport.is_empty() {
-                    *mcp.by_transport.entry(d.transport.clone()).or_default() += n;
+                    add(&mut mcp.by_transport, &d.transport, n);
                     if d.code == "401" {
                         mcp.unauthorized += n;
                     }
                 }
             }
             "mcp" => {
-                *mcp.methods.entry(d.name.clone()).or_default() += n;
+                add(&mut mcp.methods, &d.name, n);
                 if !d.software.is_empty() {
-                    *mcp.by_software.entry(d.software.clone()).or_default() += n;
+                    add(&mut mcp.by_software, &d.software, n);
                 }
                 if !d.protocol_version.is_empty() {
-                    *mcp.by_protocol_version
-                        .entry(d.protocol_version.clone())
-                        .or_default() += n;
+                    add(&mut mcp.by_protocol_version, &d.protocol_version, n);
                 }
                 let is_session = d.name == "initialize" && ok;
                 if is_session {
                     mcp.sessions += n;
                 }
                 if d.name == "tools/call" {
-                    let t = tools.entry(d.detail.clone()).or_default();
+                    let t = tools.entry(&d.detail).or_default();
                     t.calls += n;
                     match d.outcome.as_str() {
                         "ok" => t.successes += n,
@@ -257,21 +314,21 @@ pub fn summarize(
                         _ => t.protocol_errors += n,
                     }
                     if !d.user_id.is_empty() {
-                        t.users.insert(d.user_id.clone());
+                        t.users.insert(&d.user_id);
                     }
                 }
                 if !d.user_id.is_empty() {
-                    let u = users.entry(d.user_id.clone()).or_default();
+                    let u = users.entry(&d.user_id).or_default();
                     if d.name == "tools/call" {
                         u.tool_calls += n;
-                        u.tools.insert(d.detail.clone());
+                        u.tools.insert(&d.detail);
                     }
                     if is_session {
                         u.sessions += n;
                     }
                 }
                 if !d.client_id.is_empty() && d.name == "tools/call" {
-                    let c = clients.entry(d.client_id.clone()).or_default();
+                    let c = clients.entry(&d.client_id).or_default();
                     c.tool_calls += n;
                     if !ok {
                         c.errors += n;
@@ -294,7 +351,7 @@ pub fn summarize(
                     "token_refreshed" => &mut oauth.refresh_grants,
                     "client_credentials_granted" => &mut oauth.client_credentials_grants,
                     "token_failed" => {
-                        *oauth.token_failures.entry(d.code.clone()).or_default() += n;
+                        add(&mut oauth.token_failures, &d.code, n);
                         note_actor(d, *last_at, &mut users, &mut clients);
                         continue;
                     }
@@ -341,7 +398,7 @@ pub fn summarize(
                 p90_ms: h.quantile_ms(0.90),
                 p95_ms: h.quantile_ms(0.95),
                 p99_ms: h.quantile_ms(0.99),
-                name,
+                name: name.to_owned(),
             }
         })
         .collect();
@@ -353,10 +410,10 @@ pub fn summarize(
         .map(|(id, u)| User {
             email: names
                 .user_emails
-                .get(&id)
+                .get(id)
                 .cloned()
-                .unwrap_or_else(|| id.clone()),
-            user_id: id,
+                .unwrap_or_else(|| id.to_owned()),
+            user_id: id.to_owned(),
             tool_calls: u.tool_calls,
             sessions: u.sessions,
             tools_used: u.tools.len() as u64,
@@ -368,14 +425,15 @@ pub fn summarize(
         b.tool_calls
             .cmp(&a.tool_calls)
             .then_with(|| a.email.cmp(&b.email))
+            .then_with(|| a.user_id.cmp(&b.user_id))
     });
 
     let active_clients = clients.len() as u64;
     let mut clients: Vec<Client> = clients
         .into_iter()
         .map(|(id, c)| Client {
-            client_name: names.client_names.get(&id).cloned(),
-            client_id: id,
+            client_name: names.client_names.get(id).cloned(),
+            client_id: id.to_owned(),
             users: c.users.len() as u64,
             tool_calls: c.tool_calls,
             errors: c.errors,
@@ -386,6 +444,22 @@ pub fn summarize(
         b.tool_calls
             .cmp(&a.tool_calls)
             .then_with(|| a.client_id.cmp(&b.client_id))
+    });
+
+    let mut geography: Vec<Country> = countries
+        .into_iter()
+        .map(|(country, c)| Country {
+            country: country.to_owned(),
+            requests: c.requests,
+            errors: c.errors,
+            tool_calls: c.tool_calls,
+            users: c.users.len() as u64,
+        })
+        .collect();
+    geography.sort_by(|a, b| {
+        b.requests
+            .cmp(&a.requests)
+            .then_with(|| a.country.cmp(&b.country))
     });
 
     Summary {
@@ -400,27 +474,32 @@ pub fn summarize(
         active_users,
         active_clients,
         dropped_events: dropped,
+        geography,
     }
 }
 
-/// Rows of several parts of a range (rollup spans, raw edges) summed per dimensions.
+/// Rows of several parts of a range (rollup spans, raw edges) summed per dimensions, where
+/// they share them: rows naming the same `Arc` are merged (by pointer, without hashing eleven
+/// strings a row). Others stay apart, which changes no figure (see [`Row`]).
 pub fn merge_rows<'a>(parts: impl IntoIterator<Item = &'a [Row]>) -> Vec<Row> {
-    let mut merged: HashMap<&Dimensions, (u64, Millis)> = HashMap::new();
+    let mut at: HashMap<*const Dimensions, usize> = HashMap::new();
+    let mut out: Vec<Row> = Vec::new();
     for part in parts {
         for r in part {
-            let e = merged.entry(&r.dims).or_default();
-            e.0 += r.count;
-            e.1 = e.1.max(r.last_at);
+            match at.entry(Arc::as_ptr(&r.dims)) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    let m = &mut out[*e.get()];
+                    m.count += r.count;
+                    m.last_at = m.last_at.max(r.last_at);
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(out.len());
+                    out.push(r.clone());
+                }
+            }
         }
     }
-    merged
-        .into_iter()
-        .map(|(dims, (count, last_at))| Row {
-            dims: dims.clone(),
-            count,
-            last_at,
-        })
-        .collect()
+    out
 }
 
 /// Tool calls per user, client and tool: who uses which tool through which application.
@@ -464,24 +543,24 @@ pub fn tool_breakdown(rows: &[Row]) -> Vec<Breakdown> {
 }
 
 /// Note who acted: the user and the client, their pairing and when they were last seen.
-fn note_actor(
-    d: &Dimensions,
+fn note_actor<'a>(
+    d: &'a Dimensions,
     last_at: Millis,
-    users: &mut BTreeMap<String, PerUser>,
-    clients: &mut BTreeMap<String, PerClient>,
+    users: &mut HashMap<&'a str, PerUser<'a>>,
+    clients: &mut HashMap<&'a str, PerClient<'a>>,
 ) {
     if !d.user_id.is_empty() {
-        let u = users.entry(d.user_id.clone()).or_default();
+        let u = users.entry(&d.user_id).or_default();
         u.last_at = u.last_at.max(last_at);
         if !d.client_id.is_empty() {
-            u.clients.insert(d.client_id.clone());
+            u.clients.insert(&d.client_id);
         }
     }
     if !d.client_id.is_empty() {
-        let c = clients.entry(d.client_id.clone()).or_default();
+        let c = clients.entry(&d.client_id).or_default();
         c.last_at = c.last_at.max(last_at);
         if !d.user_id.is_empty() {
-            c.users.insert(d.user_id.clone());
+            c.users.insert(&d.user_id);
         }
     }
 }
@@ -495,7 +574,7 @@ mod tests {
         Row {
             count: e.count,
             last_at: e.at,
-            dims: e.dims,
+            dims: Arc::new(e.dims),
         }
     }
 
@@ -561,6 +640,41 @@ mod tests {
             (Some("Claude"), 2, 3, 1)
         );
         assert_eq!((s.active_users, s.active_clients), (2, 2));
+    }
+
+    #[test]
+    fn geography_counts_requests_errors_tool_calls_and_users_per_country() {
+        let http = |status, country| {
+            Event::http(1_000, "/mcp", "POST", status, 100).country(Some(country))
+        };
+        let s = summary_of(vec![
+            http(200, "GB"),
+            http(200, "GB"),
+            http(401, "GB"),
+            http(200, "private"),
+            call("u1", "c1", "add", McpResult::Success, 10).country(Some("GB")),
+            call("u2", "c1", "add", McpResult::Success, 10).country(Some("GB")),
+            call("u2", "c1", "add", McpResult::Success, 10).country(Some("GB")),
+            call("u1", "c1", "add", McpResult::Success, 10).country(Some("private")),
+            // Without a GeoIP database events carry no country and count nowhere here.
+            call("u3", "c1", "add", McpResult::Success, 10),
+            Event::http(1_000, "/token", "POST", 200, 100),
+        ]);
+        let rows: Vec<(&str, u64, u64, u64, u64)> = s
+            .geography
+            .iter()
+            .map(|c| {
+                (
+                    c.country.as_str(),
+                    c.requests,
+                    c.errors,
+                    c.tool_calls,
+                    c.users,
+                )
+            })
+            .collect();
+        assert_eq!(rows, [("GB", 3, 1, 3, 2), ("private", 1, 0, 1, 1)]);
+        assert!(summary_of(vec![http(200, "")]).geography.is_empty());
     }
 
     #[test]
@@ -651,14 +765,47 @@ mod tests {
     #[test]
     fn merged_parts_add_counts_and_keep_the_latest_time() {
         let a = [row(call("u1", "c1", "add", McpResult::Success, 1))];
-        let mut later = row(call("u1", "c1", "add", McpResult::Success, 1));
-        later.last_at = 9_000;
-        later.count = 2;
+        // The same dimensions (as the store's cache shares them) in another part.
+        let later = Row {
+            dims: a[0].dims.clone(),
+            count: 2,
+            last_at: 9_000,
+        };
         let b = [later, row(call("u2", "c1", "add", McpResult::Success, 1))];
         let mut m = merge_rows([&a[..], &b[..]]);
         m.sort_by(|x, y| x.dims.user_id.cmp(&y.dims.user_id));
+        assert_eq!(m.len(), 2);
         assert_eq!((m[0].count, m[0].last_at), (3, 9_000));
         assert_eq!(m[1].count, 1);
+    }
+
+    #[test]
+    fn rows_that_repeat_dimensions_give_the_figures_of_their_sum() {
+        let events = vec![
+            call("u1", "c1", "add", McpResult::Success, 1),
+            call("u1", "c1", "add", McpResult::Success, 1),
+            call("u2", "c1", "add", McpResult::ToolError, 1),
+        ];
+        // The same events as three rows, and with the repeated ones summed in one.
+        let apart = summary_of(events.clone());
+        let mut summed = row(events[0].clone());
+        summed.count = 2;
+        let rows = [summed, row(events[2].clone())];
+        let together = summarize(
+            0,
+            3_600_000,
+            &rows,
+            &Latencies::default(),
+            &Names::default(),
+        );
+        assert_eq!(apart.tools[0].calls, together.tools[0].calls);
+        assert_eq!(apart.tools[0].unique_users, together.tools[0].unique_users);
+        assert_eq!(apart.clients[0].users, together.clients[0].users);
+        assert_eq!(apart.active_users, together.active_users);
+        assert_eq!(
+            tool_breakdown(&events.into_iter().map(row).collect::<Vec<_>>()),
+            tool_breakdown(&rows)
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use mcp_oauth_core::analytics::summary::{Breakdown, Summary, rfc3339, tool_breakdown};
-use mcp_oauth_core::analytics::{Millis, Period};
+use mcp_oauth_core::analytics::{Millis, Period, geo};
 use mcp_oauth_store::{EventFilter, EventRow, StoreError};
 
 use super::charts::{self, Line};
@@ -183,6 +183,24 @@ pub struct UserView {
     pub events_href: String,
 }
 
+/// A row of the geography table.
+pub struct CountryView {
+    pub label: String,
+    pub requests: u64,
+    pub share: String,
+    pub errors: u64,
+    pub tool_calls: u64,
+    pub users: u64,
+}
+
+fn country_label(code: &str) -> String {
+    match code {
+        geo::PRIVATE => "Private addresses".into(),
+        geo::UNKNOWN => "Not in the GeoIP database".into(),
+        code => code.to_owned(),
+    }
+}
+
 pub struct EventView {
     pub at: String,
     pub kind: String,
@@ -230,6 +248,9 @@ pub struct Panels {
     pub users: Vec<UserView>,
     pub events: Vec<EventView>,
     pub breakdown: Vec<BreakdownView>,
+    /// Whether a GeoIP database is configured (else the geography panel says how).
+    pub geoip: bool,
+    pub countries: Vec<CountryView>,
     pub filter: String,
 }
 
@@ -636,7 +657,21 @@ pub async fn panels(
         _ => {}
     }
 
+    let countries = summary
+        .geography
+        .iter()
+        .map(|c| CountryView {
+            label: country_label(&c.country),
+            requests: c.requests,
+            share: percent(c.requests, summary.requests.total),
+            errors: c.errors,
+            tool_calls: c.tool_calls,
+            users: c.users,
+        })
+        .collect();
     Ok(Panels {
+        geoip: state.geoip.is_some(),
+        countries,
         page,
         range_query: rq,
         error_rate: percent(r.errors, r.total),

@@ -94,7 +94,7 @@ enum Source {
     Rollups(Period, Option<Box<RollupCursor>>),
 }
 
-const EVENT_COLUMNS: [&str; 16] = [
+const EVENT_COLUMNS: [&str; 17] = [
     "at",
     "kind",
     "name",
@@ -106,6 +106,7 @@ const EVENT_COLUMNS: [&str; 16] = [
     "software",
     "protocol_version",
     "transport",
+    "country",
     "latency_us",
     "count",
     "ip",
@@ -113,7 +114,7 @@ const EVENT_COLUMNS: [&str; 16] = [
     "request_id",
 ];
 
-const ROLLUP_COLUMNS: [&str; 14] = [
+const ROLLUP_COLUMNS: [&str; 15] = [
     "period",
     "bucket_start",
     "kind",
@@ -126,6 +127,7 @@ const ROLLUP_COLUMNS: [&str; 14] = [
     "software",
     "protocol_version",
     "transport",
+    "country",
     "count",
     "latency_sum_us",
 ];
@@ -144,6 +146,7 @@ struct EventOut<'a> {
     software: &'a str,
     protocol_version: &'a str,
     transport: &'a str,
+    country: &'a str,
     latency_us: Option<i64>,
     count: i64,
     ip: Option<&'a str>,
@@ -165,6 +168,7 @@ impl<'a> EventOut<'a> {
             software: &r.software,
             protocol_version: &r.protocol_version,
             transport: &r.transport,
+            country: &r.country,
             latency_us: r.latency_us,
             count: r.count,
             ip: r.ip.as_deref(),
@@ -174,7 +178,7 @@ impl<'a> EventOut<'a> {
     }
 
     /// The CSV cells, in `EVENT_COLUMNS` order.
-    fn cells(&self) -> [String; 16] {
+    fn cells(&self) -> [String; 17] {
         let opt = |v: Option<&str>| v.unwrap_or_default().to_owned();
         [
             self.at.clone(),
@@ -188,6 +192,7 @@ impl<'a> EventOut<'a> {
             self.software.to_owned(),
             self.protocol_version.to_owned(),
             self.transport.to_owned(),
+            self.country.to_owned(),
             self.latency_us.map(|v| v.to_string()).unwrap_or_default(),
             self.count.to_string(),
             opt(self.ip),
@@ -212,6 +217,7 @@ struct RollupOut<'a> {
     software: &'a str,
     protocol_version: &'a str,
     transport: &'a str,
+    country: &'a str,
     count: i64,
     latency_sum_us: i64,
 }
@@ -232,13 +238,14 @@ impl<'a> RollupOut<'a> {
             software: &d.software,
             protocol_version: &d.protocol_version,
             transport: &d.transport,
+            country: &d.country,
             count: r.count,
             latency_sum_us: r.latency_sum_us,
         }
     }
 
     /// The CSV cells, in `ROLLUP_COLUMNS` order.
-    fn cells(&self) -> [String; 14] {
+    fn cells(&self) -> [String; 15] {
         [
             self.period.to_owned(),
             self.bucket_start.clone(),
@@ -252,6 +259,7 @@ impl<'a> RollupOut<'a> {
             self.software.to_owned(),
             self.protocol_version.to_owned(),
             self.transport.to_owned(),
+            self.country.to_owned(),
             self.count.to_string(),
             self.latency_sum_us.to_string(),
         ]
@@ -335,13 +343,7 @@ impl Export {
                     self.push(&mut out, || row.cells(), || serde_json::to_string(&row))?;
                 }
                 if let Some(last) = rows.last() {
-                    self.source = Source::Rollups(
-                        period,
-                        Some(Box::new(RollupCursor {
-                            bucket_start: last.bucket_start,
-                            dims: last.dims.clone(),
-                        })),
-                    );
+                    self.source = Source::Rollups(period, Some(Box::new(last.cursor.clone())));
                 }
                 rows.len()
             }
@@ -473,6 +475,7 @@ mod tests {
             software: String::new(),
             protocol_version: String::new(),
             transport: String::new(),
+            country: "GB".into(),
             latency_us: Some(5),
             count: 1,
             ip: Some("127.0.0.1".into()),
@@ -493,6 +496,7 @@ mod tests {
         keys.sort_unstable();
         assert_eq!(keys, columns);
         assert_eq!(out.cells()[0], "1970-01-01T00:00:00.000Z");
-        assert_eq!(out.cells()[11], "5");
+        assert_eq!(out.cells()[11], "GB");
+        assert_eq!(out.cells()[12], "5");
     }
 }

@@ -18,6 +18,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use mcp_oauth_core::analytics::{Event, Transport};
 
 use super::Recorder;
+use super::geoip::RequestCountry;
 use crate::http::extract::client_ip;
 use crate::http::middleware::REQUEST_ID;
 use crate::state::AppState;
@@ -77,12 +78,21 @@ pub async fn record_requests(State(state): State<AppState>, req: Request, next: 
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let ip = peer.map(|p| client_ip(p, headers, &state.settings.trusted_proxies).to_string());
+    let ip = peer.map(|p| client_ip(p, headers, &state.settings.trusted_proxies));
+    let country = match (&state.geoip, ip) {
+        (Some(geoip), Some(ip)) => Some(geoip.country_of(ip)),
+        _ => None,
+    };
     let transport = transport_of(&route);
     let protocol_version = header_str(headers, "mcp-protocol-version").map(str::to_owned);
     let user_agent = header_str(headers, header::USER_AGENT.as_str()).map(str::to_owned);
     let request_id = header_str(headers, REQUEST_ID.as_str()).map(str::to_owned);
     let method = req.method().as_str().to_owned();
+    let mut req = req;
+    if let Some(country) = &country {
+        // For the MCP messages this request carries (`mcp::Recorded`).
+        req.extensions_mut().insert(RequestCountry(country.clone()));
+    }
 
     let response = next.run(req).await;
 
@@ -95,7 +105,12 @@ pub async fn record_requests(State(state): State<AppState>, req: Request, next: 
         .user(who.user_id.as_deref())
         .client(who.client_id.as_deref())
         .mcp_context(None, protocol_version.as_deref(), transport)
-        .request(ip, user_agent.as_deref(), request_id.as_deref());
+        .country(country.as_deref())
+        .request(
+            ip.map(|ip| ip.to_string()),
+            user_agent.as_deref(),
+            request_id.as_deref(),
+        );
     let (parts, body) = response.into_parts();
     let body = RecordedBody {
         inner: body,

@@ -32,6 +32,7 @@ use rmcp::{ErrorData as McpError, ServerHandler};
 use mcp_oauth_core::analytics::{Event, McpResult, Transport};
 
 use super::Recorder;
+use super::geoip::RequestCountry;
 use crate::resource::Principal;
 
 /// An MCP server handler whose messages are recorded.
@@ -47,6 +48,7 @@ struct Sender {
     transport: Option<Transport>,
     software: Option<String>,
     protocol_version: Option<String>,
+    country: Option<String>,
 }
 
 fn sender_of(
@@ -66,6 +68,7 @@ fn sender_of(
     Sender {
         principal: parts.and_then(|p| p.extensions.get::<Principal>().cloned()),
         transport,
+        country: parts.and_then(|p| p.extensions.get::<RequestCountry>().map(|c| c.0.clone())),
         software: client_info.map(|i| format!("{}/{}", i.name, i.version)),
         protocol_version: protocol_version.map(ToString::to_string),
     }
@@ -103,7 +106,8 @@ impl Watch {
             s.software.as_deref(),
             s.protocol_version.as_deref(),
             s.transport,
-        );
+        )
+        .country(s.country.as_deref());
         if !timed {
             event.latency_us = None;
         }

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod charts;
 pub mod dashboard;
 pub mod export;
+pub mod geoip;
 pub mod http;
 pub mod mcp;
 pub mod metrics;
@@ -47,13 +48,15 @@ pub async fn read_range(
 
 /// Emails and client names for the ids in `rows`.
 pub async fn names_of(db: &Db, rows: &[Row]) -> mcp_oauth_store::Result<Names> {
-    let mut users: Vec<&str> = rows.iter().map(|r| r.dims.user_id.as_str()).collect();
-    let mut clients: Vec<&str> = rows.iter().map(|r| r.dims.client_id.as_str()).collect();
-    for ids in [&mut users, &mut clients] {
-        ids.retain(|id| !id.is_empty());
+    let distinct = |id: fn(&Row) -> &str| -> Vec<&str> {
+        let set: std::collections::HashSet<&str> =
+            rows.iter().map(id).filter(|id| !id.is_empty()).collect();
+        let mut ids: Vec<&str> = set.into_iter().collect();
         ids.sort_unstable();
-        ids.dedup();
-    }
+        ids
+    };
+    let users = distinct(|r| &r.dims.user_id);
+    let clients = distinct(|r| &r.dims.client_id);
     Ok(Names {
         user_emails: db.user_emails(&users).await?,
         client_names: db.client_names(&clients).await?,

@@ -412,6 +412,8 @@ async fn every_dashboard_page_renders_for_an_admin() {
 
     for (path, marker) in [
         ("/analytics", "id=\"requests-chart\""),
+        // No GeoIP database here: the panel says how to get one, and shows no country.
+        ("/analytics", "id=\"geography-off\""),
         ("/analytics/oauth", "id=\"clients\""),
         ("/analytics/tools", "id=\"tool-0-calls\""),
         ("/analytics/users", "carol@example.com"),
@@ -571,4 +573,115 @@ async fn events_queued_at_sigterm_are_stored_before_exit() {
     );
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["mcp"]["unauthorized"], 5, "{s:#}");
+}
+
+/// Sends `body` to `/mcp` as if from `ip` (the app trusts 127.0.0.1 as a proxy).
+async fn mcp_from(
+    app: &TestApp,
+    ip: Option<&str>,
+    token: Option<&str>,
+    session: Option<&str>,
+    body: &Value,
+) -> StatusCode {
+    let mut req = app
+        .mcp_request(reqwest::Method::POST, "/mcp", token)
+        .body(body.to_string());
+    if let Some(ip) = ip {
+        req = req.header("x-forwarded-for", ip);
+    }
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status();
+    r.bytes().await.unwrap();
+    status
+}
+
+#[tokio::test]
+async fn geography_counts_traffic_per_country_and_private_addresses_as_private() {
+    let geoip =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test-country.mmdb");
+    let app = spawn_app_with(move |s| {
+        s.analytics.flush_interval_ms = 20;
+        s.analytics.geoip_database = Some(geoip);
+        s.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let admin = admin_browser(&app).await;
+    let tokens = app.tokens_for_new_client("dora@example.com").await;
+    let token = Some(tokens.access_token.as_str());
+
+    // A session opened from the loopback address and acknowledged from Great Britain, two
+    // tool calls from there, one from Sweden, one from an address the database does not
+    // know, one from the loopback address (private), and an unauthenticated request from
+    // Norway over IPv6.
+    let gb = Some("81.2.69.160");
+    let init = app.mcp_send(token, None, &initialize(1)).await;
+    let id = init.session_id().expect("a session");
+    assert_eq!(
+        mcp_from(&app, gb, token, Some(&id), &initialized()).await,
+        StatusCode::ACCEPTED
+    );
+    let call = tool_call(2, "add_numbers", json!({"a": 1, "b": 2}));
+    for ip in [gb, gb, Some("89.160.20.112"), Some("8.8.8.8"), None] {
+        assert_eq!(
+            mcp_from(&app, ip, token, Some(&id), &call).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        mcp_from(&app, Some("2a02:cf40::7"), None, None, &call).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let s = settled_summary(&app, &admin, |s| {
+        s["mcp"]["methods"]["tools/call"] == 5 && s["mcp"]["unauthorized"] == 1
+    })
+    .await;
+    let country = |code: &str| -> (u64, u64, u64, u64) {
+        let c = by_key(&s, "geography", "country", code);
+        let n = |k: &str| c[k].as_u64().unwrap();
+        (n("requests"), n("errors"), n("tool_calls"), n("users"))
+    };
+    assert_eq!(country("GB"), (3, 0, 2, 1), "{s:#}");
+    assert_eq!(country("SE"), (1, 0, 1, 1));
+    assert_eq!(country("unknown"), (1, 0, 1, 1));
+    assert_eq!(country("NO"), (1, 1, 0, 0));
+    // Everything else (the sign-ins, the authorization, the token request, the initialize
+    // above) came from 127.0.0.1, which has no country.
+    let private = by_key(&s, "geography", "country", "private");
+    assert_eq!(private["tool_calls"], 1);
+    let all: u64 = s["geography"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(all, s["requests"]["total"].as_u64().unwrap(), "{s:#}");
+    assert_eq!(s["geography"].as_array().unwrap().len(), 5);
+
+    // The raw events carry the country too (drill-downs and exports).
+    let page = admin
+        .get(&format!("{}/analytics?range=1h", app.url))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"countries\""), "the geography table");
+    assert!(page.contains("<td>GB</td>") && page.contains("Private addresses"));
+    let fmt = |t: i64| mcp_oauth_core::analytics::summary::rfc3339(t * 1000);
+    let now = app.clock.now();
+    let export = admin
+        .get(&format!(
+            "{}/analytics/api/export?from={}&to={}&format=csv",
+            app.url,
+            fmt(now - 3600),
+            fmt(now + 3600)
+        ))
+        .await;
+    assert_eq!(export.status(), StatusCode::OK);
+    let csv = export.text().await.unwrap();
+    assert!(csv.lines().next().unwrap().contains(",country,"), "{csv}");
+    assert!(csv.contains(",SE,"), "{csv}");
 }

@@ -184,7 +184,7 @@ async fn a_known_set_of_events_comes_out_exactly_as_json_ndjson_and_csv() {
     assert_eq!(
         records[0].join(","),
         "at,kind,name,detail,outcome,code,user_id,client_id,software,protocol_version,\
-         transport,latency_us,count,ip,user_agent,request_id"
+         transport,country,latency_us,count,ip,user_agent,request_id"
     );
     assert_eq!(records.len(), 1 + inside.len());
     let at = rfc3339(t);
@@ -197,6 +197,7 @@ async fn a_known_set_of_events_comes_out_exactly_as_json_ndjson_and_csv() {
         "400",
         "",
         "c1",
+        "",
         "",
         "",
         "",
@@ -312,7 +313,7 @@ async fn csv_cells_that_clients_choose_are_quoted_and_defused() {
         .find(|r| r[2] == "/token")
         .unwrap_or_else(|| panic!("the /token request in\n{body}"));
     assert_eq!(
-        token_request[14],
+        token_request[15],
         format!("'{agent}"),
         "defused, then quoted"
     );
@@ -374,11 +375,11 @@ async fn rollups_come_out_per_period_for_the_buckets_of_the_range() {
     assert_eq!(
         records[0].join(","),
         "period,bucket_start,kind,name,detail,outcome,code,user_id,client_id,software,\
-         protocol_version,transport,count,latency_sum_us"
+         protocol_version,transport,country,count,latency_sum_us"
     );
     let minutes: u64 = records[1..]
         .iter()
-        .map(|r| r[12].parse::<u64>().unwrap())
+        .map(|r| r[13].parse::<u64>().unwrap())
         .sum();
     assert_eq!(minutes, expected);
     assert!(records[1..].iter().all(|r| r[0] == "minute"));

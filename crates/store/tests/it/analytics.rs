@@ -274,10 +274,7 @@ async fn rollup_pages_list_every_bucket_row_of_a_period_once(t: TestDb) {
                 .await
                 .expect("page");
         let Some(last) = page.last() else { break };
-        cursor = Some(RollupCursor {
-            bucket_start: last.bucket_start,
-            dims: last.dims.clone(),
-        });
+        cursor = Some(last.cursor.clone());
         rows.extend(page);
     }
     let expected = events
