@@ -27,20 +27,18 @@ use mcp_oauth_core::analytics::{
     Dimensions, Event, Histogram, Millis, Period, RangePlan, histogram,
 };
 
-use crate::{Db, Result};
+use crate::{Backend, Db, Result};
 
 /// The dimension columns, in primary-key order.
 const DIMENSIONS: &str = "kind, name, detail, outcome, code, user_id, client_id, software, \
                           protocol_version, transport, country";
 
-/// Rows per multi-row `INSERT`. Small on purpose: SQLite binds `$N` parameters by name, which
-/// sqlx resolves in time quadratic in their number (400 rows of 16 columns took 47 ms a
-/// statement, 16 rows 0.2 ms), and PostgreSQL also ran 16-row statements fastest (measured
-/// with 2,000-event batches: 74,000 events/s on SQLite and 55,000 on PostgreSQL at 16 rows,
-/// 8,100 and 8,400 at 400). Only full chunks are prepared once and kept (`persistent`): a
-/// statement per row count of the last, partial chunk would fill each connection's statement
-/// cache.
-const CHUNK: usize = 16;
+/// Rows per multi-row `INSERT`, measured with `benches/analytics_writer.rs` (2,000-event
+/// batches): SQLite stored 119,000 events/s at 16 rows, 147,000 at 64, 144,000 at 128;
+/// PostgreSQL 59,000 at 16, 86,000 at 64, but 3,000 at 128 (and 8,400 at 400). Only full
+/// chunks are prepared once and kept (`persistent`): a statement per row count of the last,
+/// partial chunk would fill each connection's statement cache.
+const CHUNK: usize = 64;
 
 /// Ids per `IN (…)` list when looking up names.
 const ID_CHUNK: usize = 64;
@@ -100,8 +98,15 @@ fn dims_values(d: &Dimensions) -> [&str; 11] {
     ]
 }
 
-/// `($1, $2, …), (…)` for `rows` rows of `width` parameters each.
-fn placeholders(rows: usize, width: usize) -> String {
+/// `(?, ?, …), (…)` on SQLite, `($1, $2, …), (…)` on PostgreSQL, for `rows` rows of `width`
+/// parameters each, bound in order.
+///
+/// SQLite gets anonymous `?`: sqlx matches each parameter to its argument by asking SQLite
+/// for the parameter's name, which SQLite finds by a linear scan of all the statement's
+/// names, so numbered parameters cost time quadratic in their number (a 16-row insert of
+/// events, 272 parameters, spent most of its time there). Anonymous ones have no names to
+/// scan.
+fn placeholders(backend: Backend, rows: usize, width: usize) -> String {
     let mut s = String::new();
     for r in 0..rows {
         if r > 0 {
@@ -112,7 +117,10 @@ fn placeholders(rows: usize, width: usize) -> String {
             if c > 0 {
                 s.push_str(", ");
             }
-            s.push_str(&format!("${}", r * width + c + 1));
+            match backend {
+                Backend::Sqlite => s.push('?'),
+                Backend::Postgres => s.push_str(&format!("${}", r * width + c + 1)),
+            }
         }
         s.push(')');
     }
@@ -288,7 +296,7 @@ impl Db {
             let sql = format!(
                 "INSERT INTO analytics_events (at_ms, {DIMENSIONS}, latency_us, count, ip, \
                  user_agent, request_id) VALUES {}",
-                placeholders(chunk.len(), 17)
+                placeholders(self.backend, chunk.len(), 17)
             );
             let mut q = sqlx::query::<Any>(AssertSqlSafe(sql)).persistent(chunk.len() == CHUNK);
             for e in chunk {
@@ -316,7 +324,7 @@ impl Db {
                  latency_sum_us = analytics_counts.latency_sum_us + excluded.latency_sum_us, \
                  last_at_ms = CASE WHEN excluded.last_at_ms > analytics_counts.last_at_ms \
                  THEN excluded.last_at_ms ELSE analytics_counts.last_at_ms END",
-                placeholders(chunk.len(), 6)
+                placeholders(self.backend, chunk.len(), 6)
             );
             let mut q = sqlx::query::<Any>(AssertSqlSafe(sql)).persistent(chunk.len() == CHUNK);
             for ((period, start, id), sum) in chunk {
@@ -338,7 +346,7 @@ impl Db {
                  outcome, count) VALUES {} \
                  ON CONFLICT (period, bucket_start, kind, name, detail, outcome) DO UPDATE SET \
                  count = analytics_series.count + excluded.count",
-                placeholders(chunk.len(), 7)
+                placeholders(self.backend, chunk.len(), 7)
             );
             let mut q = sqlx::query::<Any>(AssertSqlSafe(sql)).persistent(chunk.len() == CHUNK);
             for ((period, start, [kind, name, detail, outcome]), n) in chunk {
@@ -361,7 +369,7 @@ impl Db {
                  count) VALUES {} \
                  ON CONFLICT (period, bucket_start, kind, name, detail, bin) DO UPDATE SET \
                  count = analytics_latency.count + excluded.count",
-                placeholders(chunk.len(), 7)
+                placeholders(self.backend, chunk.len(), 7)
             );
             let mut q = sqlx::query::<Any>(AssertSqlSafe(sql)).persistent(chunk.len() == CHUNK);
             for ((period, start, [kind, name, detail], bin), n) in chunk {
@@ -411,7 +419,7 @@ impl Db {
         let sql = format!(
             "INSERT INTO analytics_dimensions ({DIMENSIONS}) VALUES {} \
              ON CONFLICT ({DIMENSIONS}) DO UPDATE SET kind = excluded.kind RETURNING id",
-            placeholders(1, 11)
+            placeholders(self.backend, 1, 11)
         );
         let mut found = Vec::with_capacity(missing.len());
         let mut tx = self.begin_write().await?;
