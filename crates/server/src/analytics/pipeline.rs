@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics::Counter;
 use tokio::sync::mpsc;
@@ -121,6 +121,9 @@ impl Recorder {
 /// millisecond and the p99 is the same as without analytics (`--bench token_endpoint`).
 const EVENTS_PER_TRANSACTION: usize = 64;
 
+/// How often the writer looks at the queue, at most: a full batch waits no longer than this.
+const MAX_POLL: Duration = Duration::from_millis(50);
+
 /// Room for events the writer keeps between bursts.
 const IDLE_CAPACITY: usize = 64;
 
@@ -143,22 +146,30 @@ impl Writer {
 
     async fn run(mut self, stop: CancellationToken) {
         let mut pending: Vec<Event> = Vec::with_capacity(IDLE_CAPACITY);
-        let mut tick = tokio::time::interval(self.flush_interval);
+        // The writer looks at the queue on a timer instead of waiting on it: waiting, it was
+        // woken for every event, 20,000 times a second under load, and those wake-ups cost
+        // the requests more than storing the events did.
+        let mut tick = tokio::time::interval(self.flush_interval.min(MAX_POLL));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_flush = Instant::now();
         loop {
-            let room = self.batch_size.saturating_sub(pending.len()).max(1);
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                n = self.queue.recv_many(&mut pending, room) => {
-                    if n == 0 {
-                        break;
-                    }
-                    if pending.len() >= self.batch_size {
-                        self.flush(&mut pending).await;
-                    }
+                _ = tick.tick() => {}
+            }
+            // Take what is queued, without waiting for more; store each full batch at once.
+            while !self.queue.is_empty() {
+                let room = self.batch_size.saturating_sub(pending.len()).max(1);
+                self.queue.recv_many(&mut pending, room).await;
+                if pending.len() >= self.batch_size {
+                    self.flush(&mut pending).await;
+                    last_flush = Instant::now();
                 }
-                _ = tick.tick() => self.flush(&mut pending).await,
+            }
+            if last_flush.elapsed() >= self.flush_interval {
+                self.flush(&mut pending).await;
+                last_flush = Instant::now();
             }
         }
         // Shutting down: store what requests that already finished recorded.
