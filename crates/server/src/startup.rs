@@ -296,7 +296,10 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let tasks = crate::housekeeping::spawn(&self.state);
+        let mut tasks = crate::housekeeping::spawn(&self.state);
+        tasks.push(tokio::spawn(
+            crate::analytics::dashboard::keep_presets_warm(self.state.clone()),
+        ));
         let writer_stop = tokio_util::sync::CancellationToken::new();
         let writer = self.spawn_analytics_writer(writer_stop.clone());
         // Open MCP streams would hold graceful shutdown forever: end them when it starts.

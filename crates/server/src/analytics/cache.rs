@@ -19,6 +19,9 @@ use mcp_oauth_store::{Db, SeriesPoint};
 pub const SETTLED_MS: Millis = 5 * 60_000;
 /// How long a settled span's sums are used before being read again.
 pub const TTL: Duration = Duration::from_secs(60);
+/// How often the preset ranges' settled spans are read again in the background, before they
+/// expire (`TTL`): opening the dashboard then reads only its last few minutes.
+pub const WARM_EVERY: Duration = Duration::from_secs(45);
 /// Rows held at most, over all spans (a row is a few hundred bytes).
 const CAPACITY_ROWS: u64 = 200_000;
 
@@ -82,9 +85,23 @@ impl SpanCache {
         to: Millis,
         now: Millis,
     ) -> mcp_oauth_store::Result<Vec<SeriesPoint>> {
+        self.series_younger(db, period, step, (from, to), now, TTL)
+            .await
+    }
+
+    /// `series`, with settled points read again when older than `max_age`.
+    async fn series_younger(
+        &self,
+        db: &Db,
+        period: Period,
+        step: Millis,
+        (from, to): (Millis, Millis),
+        now: Millis,
+        max_age: Duration,
+    ) -> mcp_oauth_store::Result<Vec<SeriesPoint>> {
         let ((a, b), (c, d)) = chart_split(step, from, to, now);
         let key = (period, step, a, b);
-        let settled = match self.series.get(&key).filter(|s| s.1.elapsed() < TTL) {
+        let settled = match self.series.get(&key).filter(|s| s.1.elapsed() < max_age) {
             Some(s) => s,
             None => {
                 let s = Arc::new((
@@ -110,12 +127,26 @@ impl SpanCache {
         to: Millis,
         now: Millis,
     ) -> mcp_oauth_store::Result<ToolLatencies> {
+        self.tool_latencies_younger(db, period, step, (from, to), now, TTL)
+            .await
+    }
+
+    /// `tool_latencies`, with settled ones read again when older than `max_age`.
+    async fn tool_latencies_younger(
+        &self,
+        db: &Db,
+        period: Period,
+        step: Millis,
+        (from, to): (Millis, Millis),
+        now: Millis,
+        max_age: Duration,
+    ) -> mcp_oauth_store::Result<ToolLatencies> {
         let ((a, b), (c, d)) = chart_split(step, from, to, now);
         let key = (period, step, a, b);
         let settled = match self
             .tool_latencies
             .get(&key)
-            .filter(|s| s.1.elapsed() < TTL)
+            .filter(|s| s.1.elapsed() < max_age)
         {
             Some(s) => s,
             None => {
@@ -141,6 +172,37 @@ impl SpanCache {
         plan: &RangePlan,
         now: Millis,
     ) -> mcp_oauth_store::Result<(Vec<Row>, Latencies)> {
+        self.read_younger(db, plan, now, TTL).await
+    }
+
+    /// Read again the settled parts of `ranges` (each `(from, to, period, step)`, as the
+    /// dashboard's preset ranges read them at `now`), so that the next page to ask finds
+    /// them here: keeps the preset ranges warm (see [`WARM_EVERY`]).
+    pub async fn warm(
+        &self,
+        db: &Db,
+        ranges: &[(Millis, Millis, Period, Millis)],
+        now: Millis,
+    ) -> mcp_oauth_store::Result<()> {
+        for &(from, to, period, step) in ranges {
+            let plan = mcp_oauth_core::analytics::plan(from, to);
+            self.read_younger(db, &plan, now, Duration::ZERO).await?;
+            self.series_younger(db, period, step, (from, to), now, Duration::ZERO)
+                .await?;
+            self.tool_latencies_younger(db, period, step, (from, to), now, Duration::ZERO)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `read`, with settled spans read again when older than `max_age`.
+    async fn read_younger(
+        &self,
+        db: &Db,
+        plan: &RangePlan,
+        now: Millis,
+        max_age: Duration,
+    ) -> mcp_oauth_store::Result<(Vec<Row>, Latencies)> {
         let mut live = RangePlan {
             rollups: Vec::new(),
             raw: plan.raw.clone(),
@@ -152,7 +214,10 @@ impl SpanCache {
                 continue;
             }
             let key = (span.period, span.start, span.end);
-            let cached = self.spans.get(&key).filter(|s| s.read_at.elapsed() < TTL);
+            let cached = self
+                .spans
+                .get(&key)
+                .filter(|s| s.read_at.elapsed() < max_age);
             let sums = match cached {
                 Some(s) => s,
                 None => {
@@ -185,5 +250,58 @@ impl SpanCache {
                 .chain([live_rows.as_slice()]),
         );
         Ok((rows, latencies))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mcp_oauth_core::analytics::{Event, plan};
+    use mcp_oauth_store::{AnalyticsRetention, ConnectOptions};
+
+    use super::*;
+
+    const HOUR: Millis = 3_600_000;
+
+    #[tokio::test]
+    async fn warmed_spans_are_read_from_memory_not_the_database() {
+        let db = Db::connect("sqlite::memory:", &ConnectOptions::default())
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        // Half past an hour, so that the range's whole hours are settled.
+        let now: Millis = 1_800_000_000_000 + HOUR / 2;
+        db.record_events(&[Event::http(now - 2 * HOUR, "/token", "POST", 200, 1_000)])
+            .await
+            .unwrap();
+        let (from, to) = (now + 1 - 6 * HOUR, now + 1);
+        let step = 5 * 60_000;
+        let cache = SpanCache::default();
+        cache
+            .warm(&db, &[(from, to, Period::Minute, step)], now)
+            .await
+            .unwrap();
+
+        // Everything stored goes: what is read now comes from the warmed cache.
+        let everything = AnalyticsRetention {
+            raw_ms: 0,
+            rollups_ms: 0,
+        };
+        db.delete_old_analytics(now + HOUR, everything)
+            .await
+            .unwrap();
+        let (rows, latencies) = cache.read(&db, &plan(from, to), now).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.count).sum::<u64>(), 1);
+        assert_eq!(latencies.merged(|k, _, _| k == "http").count(), 1);
+        let points = cache
+            .series(&db, Period::Minute, step, from, to, now)
+            .await
+            .unwrap();
+        assert_eq!(points.iter().map(|p| p.count).sum::<u64>(), 1);
+        // A cache nobody warmed reads the (now empty) database.
+        let (rows, _) = SpanCache::default()
+            .read(&db, &plan(from, to), now)
+            .await
+            .unwrap();
+        assert!(rows.is_empty());
     }
 }

@@ -685,3 +685,70 @@ async fn geography_counts_traffic_per_country_and_private_addresses_as_private()
     assert!(csv.lines().next().unwrap().contains(",country,"), "{csv}");
     assert!(csv.contains(",SE,"), "{csv}");
 }
+
+/// Two real server processes on one database (in CI, one PostgreSQL), as behind a load
+/// balancer: each records its own traffic, and the figures read back are their sum.
+#[tokio::test]
+async fn two_server_processes_on_one_database_add_up() {
+    let app = spawn().await;
+    let mut env = vec![
+        ("MCP_OAUTH_DATABASE_URL", app.database_url.as_str()),
+        ("MCP_OAUTH_ANALYTICS__FLUSH_INTERVAL_MS", "50"),
+    ];
+    if std::env::var("MCP_OAUTH_TEST_DATABASE_URL").is_ok() {
+        env.push((
+            "MCP_OAUTH_KEYS__ENCRYPTION_KEY",
+            crate::helpers::TEST_ENCRYPTION_KEY,
+        ));
+    }
+    let (mut first, mut second) = tokio::join!(
+        crate::helpers::ServerProcess::start(&env),
+        crate::helpers::ServerProcess::start(&env)
+    );
+    let http = reqwest::Client::new();
+    // Unauthenticated MCP requests in parallel to both (3 and 4), and metadata requests.
+    let mut sent = Vec::new();
+    for (server, n) in [(&first, 3), (&second, 4)] {
+        for _ in 0..n {
+            sent.push(
+                http.post(format!("{}/mcp", server.url))
+                    .header("accept", "application/json, text/event-stream")
+                    .header("content-type", "application/json")
+                    .body(initialize(1).to_string())
+                    .send(),
+            );
+        }
+        sent.push(
+            http.get(format!(
+                "{}/.well-known/oauth-authorization-server",
+                server.url
+            ))
+            .send(),
+        );
+    }
+    for r in futures::future::join_all(sent).await {
+        let status = r.unwrap().status();
+        assert!(
+            status == StatusCode::UNAUTHORIZED || status == StatusCode::OK,
+            "{status}"
+        );
+    }
+    for server in [&mut first, &mut second] {
+        assert!(
+            server.terminate().await,
+            "a clean exit: {}",
+            server.stderr()
+        );
+    }
+    let now = app.clock.now_millis();
+    let s = mcp_oauth::analytics::summary(&app.state.db, now - 3_600_000, now + 3_600_000)
+        .await
+        .unwrap();
+    assert_eq!(s.mcp.unauthorized, 7, "{s:#?}");
+    assert_eq!(s.requests.by_route["/mcp"], 7);
+    assert_eq!(
+        s.requests.by_route["/.well-known/oauth-authorization-server"],
+        2
+    );
+    assert_eq!(s.requests.by_status["401"], 7);
+}
