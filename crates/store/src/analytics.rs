@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-// Every dynamic statement here is built from constant SQL and `$N` placeholders only
+// Every dynamic statement here is built from constant SQL and `$N` or `?` placeholders only
 // (`AssertSqlSafe`): values are always bound.
 use sqlx::{Any, AssertSqlSafe, Row as _};
 
