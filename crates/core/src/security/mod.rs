@@ -3,4 +3,5 @@
 
 pub mod address;
 pub mod connections;
+pub mod events;
 pub mod login_throttle;

@@ -1,0 +1,276 @@
+//! Security events (issue 8): what the detectors report, how bad each is, and the one rubric
+//! that scores them.
+//!
+//! Every event has a [`SecurityEventKind`], a risk score from 0 to 100 and a [`Level`] that
+//! follows from the score. The score is a pure function of the kind and the evidence's
+//! repeat count ([`score`]): the same type with the same evidence always scores the same, and
+//! an event seen again and again scores higher, up to 100.
+//!
+//! Not wired to the server yet: the detectors that emit these land with the rest of issue 8.
+
+use std::fmt;
+
+/// How urgent an event is, from the score ([`Level::of_score`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Worth keeping, not worth a look on its own (an expired token).
+    Info,
+    /// Worth a look when it repeats (a wrong password).
+    Notice,
+    /// Likely an attack in progress (brute force, a token for another resource).
+    Warning,
+    /// A credential is being abused or a defence was probed directly (code replay, a forged
+    /// token, a metadata document pointing at a private address).
+    Critical,
+}
+
+impl Level {
+    pub const ALL: [Level; 4] = [Level::Info, Level::Notice, Level::Warning, Level::Critical];
+
+    /// The level of a score: critical from 80, warning from 50, notice from 20.
+    pub const fn of_score(score: u8) -> Level {
+        match score {
+            80.. => Level::Critical,
+            50..=79 => Level::Warning,
+            20..=49 => Level::Notice,
+            _ => Level::Info,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Notice => "notice",
+            Level::Warning => "warning",
+            Level::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Level> {
+        Level::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every kind of security event, with the base score of a single occurrence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SecurityEventKind {
+    /// A refused password (unknown emails included).
+    SignInFailed,
+    /// Many failures against one account.
+    BruteForceAccount,
+    /// Many failures from one address.
+    BruteForceIp,
+    /// Failures against many accounts from one address.
+    CredentialStuffing,
+    /// An account was locked after repeated failures.
+    AccountLocked,
+    /// A bearer token that is not a token of ours at all (malformed, wrong type).
+    InvalidToken,
+    /// A token with a bad signature or an unknown key id.
+    ForgedToken,
+    ExpiredToken,
+    RevokedToken,
+    /// A token issued for another resource (a token passthrough attempt).
+    TokenForOtherResource,
+    /// A used authorization code came back (OAuth 2.1 §4.1.3).
+    CodeReplay,
+    /// A rotated refresh token came back after its grace period (OAuth 2.1 §4.3.1).
+    RefreshReuse,
+    /// A code verifier that does not match its challenge (RFC 7636 §4.6).
+    PkceMismatch,
+    /// An unregistered or mismatched redirect URI.
+    RedirectMismatch,
+    InvalidClientCredentials,
+    /// A client asked for scopes it may not have.
+    ScopeEscalation,
+    /// Repeated `insufficient_scope` answers to one token.
+    InsufficientScope,
+    /// A form submission that failed the CSRF or same-origin check.
+    CsrfFailure,
+    /// Many registrations from one address.
+    RegistrationFlood,
+    /// One client registering again and again.
+    RegistrationChurn,
+    /// A client ID metadata document that could not be fetched or was invalid.
+    MetadataDocumentFailed,
+    /// A client ID metadata document URL resolving to a private address (an SSRF attempt).
+    MetadataDocumentPrivateAddress,
+    RateLimited,
+    /// One access token used from many addresses at once.
+    TokenFromManyIps,
+    /// A user seen from a country not seen for them before.
+    NewCountry,
+    /// Requests for paths that do not exist, or known probe paths.
+    Scanner,
+}
+
+impl SecurityEventKind {
+    pub const ALL: [SecurityEventKind; 26] = [
+        SecurityEventKind::SignInFailed,
+        SecurityEventKind::BruteForceAccount,
+        SecurityEventKind::BruteForceIp,
+        SecurityEventKind::CredentialStuffing,
+        SecurityEventKind::AccountLocked,
+        SecurityEventKind::InvalidToken,
+        SecurityEventKind::ForgedToken,
+        SecurityEventKind::ExpiredToken,
+        SecurityEventKind::RevokedToken,
+        SecurityEventKind::TokenForOtherResource,
+        SecurityEventKind::CodeReplay,
+        SecurityEventKind::RefreshReuse,
+        SecurityEventKind::PkceMismatch,
+        SecurityEventKind::RedirectMismatch,
+        SecurityEventKind::InvalidClientCredentials,
+        SecurityEventKind::ScopeEscalation,
+        SecurityEventKind::InsufficientScope,
+        SecurityEventKind::CsrfFailure,
+        SecurityEventKind::RegistrationFlood,
+        SecurityEventKind::RegistrationChurn,
+        SecurityEventKind::MetadataDocumentFailed,
+        SecurityEventKind::MetadataDocumentPrivateAddress,
+        SecurityEventKind::RateLimited,
+        SecurityEventKind::TokenFromManyIps,
+        SecurityEventKind::NewCountry,
+        SecurityEventKind::Scanner,
+    ];
+
+    /// The name stored, shown and sent in alerts.
+    pub const fn as_str(self) -> &'static str {
+        use SecurityEventKind as K;
+        match self {
+            K::SignInFailed => "sign_in_failed",
+            K::BruteForceAccount => "brute_force_account",
+            K::BruteForceIp => "brute_force_ip",
+            K::CredentialStuffing => "credential_stuffing",
+            K::AccountLocked => "account_locked",
+            K::InvalidToken => "invalid_token",
+            K::ForgedToken => "forged_token",
+            K::ExpiredToken => "expired_token",
+            K::RevokedToken => "revoked_token",
+            K::TokenForOtherResource => "token_for_other_resource",
+            K::CodeReplay => "code_replay",
+            K::RefreshReuse => "refresh_reuse",
+            K::PkceMismatch => "pkce_mismatch",
+            K::RedirectMismatch => "redirect_mismatch",
+            K::InvalidClientCredentials => "invalid_client_credentials",
+            K::ScopeEscalation => "scope_escalation",
+            K::InsufficientScope => "insufficient_scope",
+            K::CsrfFailure => "csrf_failure",
+            K::RegistrationFlood => "registration_flood",
+            K::RegistrationChurn => "registration_churn",
+            K::MetadataDocumentFailed => "metadata_document_failed",
+            K::MetadataDocumentPrivateAddress => "metadata_document_private_address",
+            K::RateLimited => "rate_limited",
+            K::TokenFromManyIps => "token_from_many_ips",
+            K::NewCountry => "new_country",
+            K::Scanner => "scanner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SecurityEventKind> {
+        SecurityEventKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The score of one occurrence, before repeats (see [`score`]). Grouped by what the event
+    /// means: routine failures low, patterns of abuse in the warning band, and a credential
+    /// used against its own protection (replay, forgery, SSRF) critical at once.
+    pub const fn base_score(self) -> u8 {
+        use SecurityEventKind as K;
+        match self {
+            K::ExpiredToken => 5,
+            K::SignInFailed
+            | K::InvalidToken
+            | K::InsufficientScope
+            | K::MetadataDocumentFailed => 20,
+            K::Scanner => 25,
+            K::InvalidClientCredentials | K::RegistrationChurn | K::RateLimited | K::NewCountry => {
+                30
+            }
+            K::CsrfFailure => 40,
+            K::RevokedToken | K::RedirectMismatch | K::ScopeEscalation | K::AccountLocked => 50,
+            K::BruteForceAccount | K::BruteForceIp | K::PkceMismatch | K::RegistrationFlood => 60,
+            K::TokenForOtherResource | K::TokenFromManyIps => 70,
+            K::CredentialStuffing | K::MetadataDocumentPrivateAddress => 80,
+            K::ForgedToken | K::CodeReplay | K::RefreshReuse => 90,
+        }
+    }
+}
+
+impl fmt::Display for SecurityEventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The risk score of `kind` seen `repeats` times within its detector's window (1 for a
+/// single occurrence): the base score, plus 5 for each doubling of the repeats, at most 100.
+/// So ten wrong passwords in a row (20 + 15) stay a notice, and a brute force that keeps
+/// going for 64 attempts (60 + 30) becomes critical.
+pub fn score(kind: SecurityEventKind, repeats: u64) -> u8 {
+    let doublings = u64::from(repeats.max(1).ilog2());
+    let score = u64::from(kind.base_score()) + 5 * doublings;
+    score.min(100) as u8
+}
+
+/// The level of `kind` seen `repeats` times.
+pub fn level(kind: SecurityEventKind, repeats: u64) -> Level {
+    Level::of_score(score(kind, repeats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_parse_back() {
+        let mut names: Vec<&str> = SecurityEventKind::ALL.iter().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SecurityEventKind::ALL.len());
+        for k in SecurityEventKind::ALL {
+            assert_eq!(SecurityEventKind::parse(k.as_str()), Some(k));
+        }
+        for l in Level::ALL {
+            assert_eq!(Level::parse(l.as_str()), Some(l));
+        }
+        assert_eq!(SecurityEventKind::parse("nope"), None);
+    }
+
+    #[test]
+    fn repeats_raise_the_score_monotonically_up_to_100() {
+        for k in SecurityEventKind::ALL {
+            let mut last = score(k, 1);
+            assert_eq!(last, k.base_score(), "{k}: one occurrence scores its base");
+            for repeats in 2..5_000 {
+                let s = score(k, repeats);
+                assert!(s >= last && s <= 100, "{k} at {repeats}");
+                last = s;
+            }
+            assert_eq!(score(k, 0), score(k, 1), "{k}: no repeats counts as one");
+        }
+        assert_eq!(score(SecurityEventKind::CodeReplay, u64::MAX), 100);
+    }
+
+    #[test]
+    fn levels_follow_the_documented_bands() {
+        use SecurityEventKind as K;
+        assert_eq!(level(K::ExpiredToken, 1), Level::Info);
+        assert_eq!(level(K::SignInFailed, 1), Level::Notice);
+        assert_eq!(level(K::SignInFailed, 10), Level::Notice);
+        assert_eq!(level(K::BruteForceAccount, 1), Level::Warning);
+        assert_eq!(level(K::BruteForceAccount, 64), Level::Critical);
+        for k in [K::CodeReplay, K::RefreshReuse, K::ForgedToken] {
+            assert_eq!(level(k, 1), Level::Critical, "{k}");
+        }
+        assert_eq!(Level::of_score(19), Level::Info);
+        assert_eq!(Level::of_score(20), Level::Notice);
+        assert_eq!(Level::of_score(50), Level::Warning);
+        assert_eq!(Level::of_score(80), Level::Critical);
+    }
+}
