@@ -58,7 +58,11 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-pub async fn record_requests(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn record_requests(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let recorder = &state.analytics;
     if !recorder.enabled() {
         return next.run(req).await;
@@ -88,7 +92,6 @@ pub async fn record_requests(State(state): State<AppState>, req: Request, next: 
     let user_agent = header_str(headers, header::USER_AGENT.as_str()).map(str::to_owned);
     let request_id = header_str(headers, REQUEST_ID.as_str()).map(str::to_owned);
     let method = req.method().as_str().to_owned();
-    let mut req = req;
     if let Some(country) = &country {
         // For the MCP messages this request carries (`mcp::Recorded`).
         req.extensions_mut().insert(RequestCountry(country.clone()));
