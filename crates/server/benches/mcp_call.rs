@@ -19,7 +19,9 @@
 //!
 //!     cargo bench -p mcp-oauth --bench mcp_call             # needs wrk (apt-get install wrk)
 //!
-//! Knobs: BENCH_SECONDS (per case, default 5), BENCH_CONNECTIONS (default 32).
+//! Knobs: BENCH_SECONDS (per case, default 5), BENCH_CONNECTIONS (default 32),
+//! BENCH_DEFER_WRITES=1 (the analytics-on server stores nothing while loaded: its events wait
+//! in a queue large enough for the whole run, so on versus off then measures recording alone).
 
 use std::io::Write;
 use std::process::Command;
@@ -329,7 +331,16 @@ async fn main() {
         .unwrap_or(32);
 
     // The default configuration (stateful sessions, SSE) serves the first two cases.
-    let (app, url) = spawn("stateful", |_| {}).await;
+    let (app, url) = spawn("stateful", |raw| {
+        // Diagnosis: queue every event and store none during the runs (memory grows by ~1 KB
+        // per request), to tell the cost of recording from the cost of storing.
+        if std::env::var("BENCH_DEFER_WRITES").is_ok_and(|v| v == "1") {
+            raw.analytics.flush_interval_ms = 600_000;
+            raw.analytics.batch_size = 10_000_000;
+            raw.analytics.queue_capacity = 10_000_000;
+        }
+    })
+    .await;
     let token = access_token(&app, &url).await;
     let json_mode = |open: bool| {
         move |raw: &mut RawSettings| {
