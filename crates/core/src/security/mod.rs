@@ -3,5 +3,6 @@
 
 pub mod address;
 pub mod connections;
+pub mod detectors;
 pub mod events;
 pub mod login_throttle;
