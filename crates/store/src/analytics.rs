@@ -132,10 +132,10 @@ fn placeholders(backend: Backend, rows: usize, width: usize) -> String {
 /// shared `Arc` per id. Bounded: past `MAX_KNOWN_DIMENSIONS` it starts again empty (an id
 /// always means the same dimensions, so forgetting only costs lookups).
 #[derive(Default)]
-pub struct DimensionIds(std::sync::Mutex<KnownDimensions>);
+pub(crate) struct DimensionIds(std::sync::Mutex<KnownDimensions>);
 
 #[derive(Default)]
-pub struct KnownDimensions {
+pub(crate) struct KnownDimensions {
     ids: HashMap<Arc<Dimensions>, i64>,
     by_id: HashMap<i64, Arc<Dimensions>>,
 }

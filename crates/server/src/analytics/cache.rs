@@ -74,6 +74,26 @@ fn chart_split(
     ((start, settled_end), (settled_end, to))
 }
 
+/// The settled part of a chart from `cache` when it was read less than `max_age` ago, else
+/// from `fetch` (and kept).
+async fn settled_chart<V, F>(
+    cache: &quick_cache::sync::Cache<ChartKey, Arc<(V, Instant)>>,
+    key: ChartKey,
+    max_age: Duration,
+    fetch: F,
+) -> mcp_oauth_store::Result<Arc<(V, Instant)>>
+where
+    V: Send + Sync,
+    F: Future<Output = mcp_oauth_store::Result<V>>,
+{
+    if let Some(s) = cache.get(&key).filter(|s| s.1.elapsed() < max_age) {
+        return Ok(s);
+    }
+    let s = Arc::new((fetch.await?, Instant::now()));
+    cache.insert(key, s.clone());
+    Ok(s)
+}
+
 impl SpanCache {
     /// A chart's points (`Db::analytics_series`) over `[from, to)`, whole steps.
     pub async fn series(
@@ -85,33 +105,14 @@ impl SpanCache {
         to: Millis,
         now: Millis,
     ) -> mcp_oauth_store::Result<Vec<SeriesPoint>> {
-        self.series_younger(db, period, step, (from, to), now, TTL)
-            .await
-    }
-
-    /// `series`, with settled points read again when older than `max_age`.
-    async fn series_younger(
-        &self,
-        db: &Db,
-        period: Period,
-        step: Millis,
-        (from, to): (Millis, Millis),
-        now: Millis,
-        max_age: Duration,
-    ) -> mcp_oauth_store::Result<Vec<SeriesPoint>> {
         let ((a, b), (c, d)) = chart_split(step, from, to, now);
-        let key = (period, step, a, b);
-        let settled = match self.series.get(&key).filter(|s| s.1.elapsed() < max_age) {
-            Some(s) => s,
-            None => {
-                let s = Arc::new((
-                    db.analytics_series(period, step, a, b).await?,
-                    Instant::now(),
-                ));
-                self.series.insert(key, s.clone());
-                s
-            }
-        };
+        let settled = settled_chart(
+            &self.series,
+            (period, step, a, b),
+            TTL,
+            db.analytics_series(period, step, a, b),
+        )
+        .await?;
         let mut points = settled.0.clone();
         points.extend(db.analytics_series(period, step, c, d).await?);
         Ok(points)
@@ -127,37 +128,14 @@ impl SpanCache {
         to: Millis,
         now: Millis,
     ) -> mcp_oauth_store::Result<ToolLatencies> {
-        self.tool_latencies_younger(db, period, step, (from, to), now, TTL)
-            .await
-    }
-
-    /// `tool_latencies`, with settled ones read again when older than `max_age`.
-    async fn tool_latencies_younger(
-        &self,
-        db: &Db,
-        period: Period,
-        step: Millis,
-        (from, to): (Millis, Millis),
-        now: Millis,
-        max_age: Duration,
-    ) -> mcp_oauth_store::Result<ToolLatencies> {
         let ((a, b), (c, d)) = chart_split(step, from, to, now);
-        let key = (period, step, a, b);
-        let settled = match self
-            .tool_latencies
-            .get(&key)
-            .filter(|s| s.1.elapsed() < max_age)
-        {
-            Some(s) => s,
-            None => {
-                let s = Arc::new((
-                    db.analytics_tool_latency_series(period, step, a, b).await?,
-                    Instant::now(),
-                ));
-                self.tool_latencies.insert(key, s.clone());
-                s
-            }
-        };
+        let settled = settled_chart(
+            &self.tool_latencies,
+            (period, step, a, b),
+            TTL,
+            db.analytics_tool_latency_series(period, step, a, b),
+        )
+        .await?;
         let mut out = settled.0.clone();
         for (k, h) in db.analytics_tool_latency_series(period, step, c, d).await? {
             out.entry(k).or_default().merge(&h);
@@ -172,37 +150,56 @@ impl SpanCache {
         plan: &RangePlan,
         now: Millis,
     ) -> mcp_oauth_store::Result<(Vec<Row>, Latencies)> {
-        self.read_younger(db, plan, now, TTL).await
+        let (settled, live) = self.settled_spans(db, plan, now, TTL).await?;
+        let live_rows = db.analytics_rows(&live).await?;
+        let mut latencies = db.analytics_latencies(&live).await?;
+        for s in &settled {
+            for ((kind, name, detail), h) in &s.latencies.series {
+                latencies.add(kind, name, detail, h);
+            }
+        }
+        let rows = merge_rows(
+            settled
+                .iter()
+                .map(|s| s.rows.as_slice())
+                .chain([live_rows.as_slice()]),
+        );
+        Ok((rows, latencies))
     }
 
     /// Read again the settled parts of `ranges` (each `(from, to, period, step)`, as the
     /// dashboard's preset ranges read them at `now`), so that the next page to ask finds
-    /// them here: keeps the preset ranges warm (see [`WARM_EVERY`]).
+    /// them here: keeps the preset ranges warm (see [`WARM_EVERY`]). The live parts are
+    /// left to the pages.
     pub async fn warm(
         &self,
         db: &Db,
         ranges: &[(Millis, Millis, Period, Millis)],
         now: Millis,
     ) -> mcp_oauth_store::Result<()> {
+        let again = Duration::ZERO;
         for &(from, to, period, step) in ranges {
             let plan = mcp_oauth_core::analytics::plan(from, to);
-            self.read_younger(db, &plan, now, Duration::ZERO).await?;
-            self.series_younger(db, period, step, (from, to), now, Duration::ZERO)
-                .await?;
-            self.tool_latencies_younger(db, period, step, (from, to), now, Duration::ZERO)
-                .await?;
+            self.settled_spans(db, &plan, now, again).await?;
+            let ((a, b), _) = chart_split(step, from, to, now);
+            let key = (period, step, a, b);
+            let series = db.analytics_series(period, step, a, b);
+            settled_chart(&self.series, key, again, series).await?;
+            let tools = db.analytics_tool_latency_series(period, step, a, b);
+            settled_chart(&self.tool_latencies, key, again, tools).await?;
         }
         Ok(())
     }
 
-    /// `read`, with settled spans read again when older than `max_age`.
-    async fn read_younger(
+    /// The sums of `plan`'s settled spans (from memory when read less than `max_age` ago),
+    /// and what is left of `plan` to read from the database: its recent spans and raw edges.
+    async fn settled_spans(
         &self,
         db: &Db,
         plan: &RangePlan,
         now: Millis,
         max_age: Duration,
-    ) -> mcp_oauth_store::Result<(Vec<Row>, Latencies)> {
+    ) -> mcp_oauth_store::Result<(Vec<Arc<SpanSums>>, RangePlan)> {
         let mut live = RangePlan {
             rollups: Vec::new(),
             raw: plan.raw.clone(),
@@ -236,20 +233,7 @@ impl SpanCache {
             };
             settled.push(sums);
         }
-        let live_rows = db.analytics_rows(&live).await?;
-        let mut latencies = db.analytics_latencies(&live).await?;
-        for s in &settled {
-            for ((kind, name, detail), h) in &s.latencies.series {
-                latencies.add(kind, name, detail, h);
-            }
-        }
-        let rows = merge_rows(
-            settled
-                .iter()
-                .map(|s| s.rows.as_slice())
-                .chain([live_rows.as_slice()]),
-        );
-        Ok((rows, latencies))
+        Ok((settled, live))
     }
 }
 

@@ -550,15 +550,10 @@ async fn events_queued_at_sigterm_are_stored_before_exit() {
     .await;
     let http = reqwest::Client::new();
     for _ in 0..5 {
-        let r = http
-            .post(format!("{}/mcp", server.url))
-            .header("accept", "application/json, text/event-stream")
-            .header("content-type", "application/json")
-            .body(initialize(1).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            server.initialize_without_token(&http).await,
+            StatusCode::UNAUTHORIZED
+        );
     }
     assert!(
         server.terminate().await,
@@ -706,32 +701,17 @@ async fn two_server_processes_on_one_database_add_up() {
         crate::helpers::ServerProcess::start(&env)
     );
     let http = reqwest::Client::new();
-    // Unauthenticated MCP requests in parallel to both (3 and 4), and metadata requests.
-    let mut sent = Vec::new();
-    for (server, n) in [(&first, 3), (&second, 4)] {
-        for _ in 0..n {
-            sent.push(
-                http.post(format!("{}/mcp", server.url))
-                    .header("accept", "application/json, text/event-stream")
-                    .header("content-type", "application/json")
-                    .body(initialize(1).to_string())
-                    .send(),
-            );
-        }
-        sent.push(
-            http.get(format!(
-                "{}/.well-known/oauth-authorization-server",
-                server.url
-            ))
-            .send(),
-        );
+    // Unauthenticated MCP requests in parallel to both (3 and 4), and a metadata request each.
+    let mcp = [(&first, 3), (&second, 4)]
+        .into_iter()
+        .flat_map(|(server, n)| (0..n).map(move |_| server))
+        .map(|server| server.initialize_without_token(&http));
+    for status in futures::future::join_all(mcp).await {
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    for r in futures::future::join_all(sent).await {
-        let status = r.unwrap().status();
-        assert!(
-            status == StatusCode::UNAUTHORIZED || status == StatusCode::OK,
-            "{status}"
-        );
+    for server in [&first, &second] {
+        let url = format!("{}/.well-known/oauth-authorization-server", server.url);
+        assert_eq!(http.get(url).send().await.unwrap().status(), StatusCode::OK);
     }
     for server in [&mut first, &mut second] {
         assert!(

@@ -1615,6 +1615,19 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// POST an `initialize` without a token to its `/mcp`, as an SDK first does; the status.
+    pub async fn initialize_without_token(&self, http: &reqwest::Client) -> StatusCode {
+        let r = http
+            .post(format!("{}/mcp", self.url))
+            .header("accept", "application/json, text/event-stream")
+            .header("content-type", "application/json")
+            .body(initialize(1).to_string())
+            .send()
+            .await
+            .expect("the server answers");
+        r.status()
+    }
+
     /// Start `mcp-oauth serve` with a clean environment plus `env`, and wait until it answers.
     pub async fn start(env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
