@@ -169,6 +169,17 @@ pub fn validate_authorize(
     })
 }
 
+/// The redirect URI of `params` when it is one `client` may not use (malformed, or not
+/// registered): after a refusal, whether the refusal was about the redirect URI, evidence of
+/// an attempt to send the code elsewhere (RFC 9700 §4.1).
+pub fn refused_redirect_uri<'p>(params: &'p AuthorizeParams, client: &Client) -> Option<&'p str> {
+    let raw = params.redirect_uri.as_deref()?;
+    match RedirectUri::parse(raw) {
+        Ok(uri) if client.find_redirect_uri(&uri).is_some() => None,
+        _ => Some(raw),
+    }
+}
+
 /// Scopes to grant: every requested scope must be one we support and, when the client
 /// registered a scope list, one it registered (`offline_access` is allowed to any client that
 /// may refresh). No scope requested means the client's registered scopes, else our defaults.
@@ -400,7 +411,22 @@ mod tests {
                 &policy(),
             );
             assert!(matches!(r, Err(AuthorizeError::Local(_))), "{redirect:?}");
+            assert_eq!(
+                refused_redirect_uri(
+                    &p,
+                    &client(&["https://app.example/cb", "https://app.example/2"], None)
+                ),
+                redirect,
+                "a refused redirect URI is named as such"
+            );
         }
+        let mut registered = params();
+        registered.redirect_uri = Some("https://app.example/cb".into());
+        assert_eq!(
+            refused_redirect_uri(&registered, &c),
+            None,
+            "a registered one is not"
+        );
         let mut p = params();
         p.redirect_uri = None;
         assert!(

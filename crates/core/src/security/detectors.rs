@@ -8,7 +8,7 @@
 //! costs memory up to the bound and no more.
 //!
 //! Per instance; callers hold each detector behind one lock, so parallel observations are
-//! counted one at a time. Not wired to the server yet: that lands with the rest of issue 8.
+//! counted one at a time.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
@@ -28,51 +28,80 @@ pub struct Detection {
 }
 
 /// Whether `count` is a stage worth reporting: the threshold, then each doubling of it.
-fn is_stage(count: u64, threshold: u64) -> bool {
+pub fn is_stage(count: u64, threshold: u64) -> bool {
     let threshold = threshold.max(1);
     count >= threshold && count.is_multiple_of(threshold) && (count / threshold).is_power_of_two()
 }
 
-/// Timestamps per key within a window, at most `max_keys` keys.
+/// Slots a window is cut into: counts are exact to within one slot (1/32 of the window) at
+/// the window's far edge, and a key costs at most this many counters however often it is seen.
+const SLOTS: i64 = 32;
+
+/// Observations of one key: counts per slot, oldest first, and when it was last seen.
+#[derive(Debug, Default)]
+struct Slots {
+    counts: VecDeque<(Millis, u64)>,
+    last: Millis,
+}
+
+/// Observations per key within a sliding window, at most `max_keys` keys.
 #[derive(Debug)]
 pub struct WindowCounter<K> {
     window_ms: Millis,
+    slot_ms: Millis,
     max_keys: usize,
-    seen: HashMap<K, VecDeque<Millis>>,
+    seen: HashMap<K, Slots>,
     /// Keys in the order they were last touched (stale entries are skipped when evicting).
     order: VecDeque<(K, Millis)>,
 }
 
 impl<K: Clone + Eq + Hash> WindowCounter<K> {
     pub fn new(window_ms: Millis, max_keys: usize) -> Self {
+        let window_ms = window_ms.max(1);
         Self {
             window_ms,
+            slot_ms: (window_ms / SLOTS).max(1),
             max_keys: max_keys.max(1),
             seen: HashMap::new(),
             order: VecDeque::new(),
         }
     }
 
-    /// Count one observation of `key` at `now`; returns how many fall in the window.
+    /// Count one observation of `key` at `now`; returns how many fall in the window. Slots
+    /// that start at or before `now - window` no longer count.
     pub fn record(&mut self, key: &K, now: Millis) -> u64 {
-        let window = self.window_ms;
+        let (window, slot_ms) = (self.window_ms, self.slot_ms);
         if !self.seen.contains_key(key) {
             self.make_room(now);
         }
-        let times = self.seen.entry(key.clone()).or_default();
-        while times.front().is_some_and(|&t| t <= now - window) {
-            times.pop_front();
+        let entry = self.seen.entry(key.clone()).or_default();
+        while entry
+            .counts
+            .front()
+            .is_some_and(|&(t, _)| t <= now - window)
+        {
+            entry.counts.pop_front();
         }
-        times.push_back(now);
-        let count = times.len() as u64;
+        let slot = now - now.rem_euclid(slot_ms);
+        match entry.counts.back_mut() {
+            Some((t, n)) if *t == slot => *n += 1,
+            _ => entry.counts.push_back((slot, 1)),
+        }
+        entry.last = now;
+        let count = entry.counts.iter().map(|&(_, n)| n).sum();
         self.order.push_back((key.clone(), now));
         // The order queue holds one entry per observation; keep it from outgrowing the keys.
         if self.order.len() > 4 * self.max_keys {
             let seen = &self.seen;
             self.order
-                .retain(|(k, t)| seen.get(k).and_then(|v| v.back()) == Some(t));
+                .retain(|(k, t)| seen.get(k).map(|s| s.last) == Some(*t));
         }
         count
+    }
+
+    /// When `key` was last seen, if it is still held.
+    pub fn last_seen(&self, key: &K) -> Option<Millis> {
+        self.seen.get(key).map(|s| s.last)
     }
 
     /// How many keys are held.
@@ -90,14 +119,13 @@ impl<K: Clone + Eq + Hash> WindowCounter<K> {
             return;
         }
         let window = self.window_ms;
-        self.seen
-            .retain(|_, times| times.back().is_some_and(|&t| t > now - window));
+        self.seen.retain(|_, s| s.last > now - window);
         while self.seen.len() >= self.max_keys {
             let Some((k, t)) = self.order.pop_front() else {
                 break;
             };
             // Only the entry of its latest observation evicts a key.
-            if self.seen.get(&k).and_then(|v| v.back()) == Some(&t) {
+            if self.seen.get(&k).map(|s| s.last) == Some(t) {
                 self.seen.remove(&k);
             }
         }
@@ -183,10 +211,8 @@ impl SignInDetector {
         let window = l.window_ms;
         let live = |a: &String| {
             self.accounts
-                .seen
-                .get(&(ip, a.clone()))
-                .and_then(|v| v.back())
-                .is_some_and(|&t| t > now - window)
+                .last_seen(&(ip, a.clone()))
+                .is_some_and(|t| t > now - window)
         };
         accounts.retain(|a| live(a));
         let n = accounts.len() as u64;
@@ -344,6 +370,19 @@ mod tests {
         // The most recent keys are the ones kept.
         assert_eq!(c.record(&9_999, 10_000), 2);
         assert!(c.order.len() <= 4 * 50 + 1);
+    }
+
+    #[test]
+    fn a_key_seen_a_million_times_costs_at_most_one_counter_per_slot() {
+        let mut c = WindowCounter::new(10 * MIN, 10);
+        for i in 0..1_000_000i64 {
+            c.record(&"hot", i * 3);
+        }
+        assert!(c.seen[&"hot"].counts.len() <= SLOTS as usize + 1);
+        // 3 ms apart over 10 minutes: 200,000 in the window, give or take one slot.
+        let n = c.record(&"hot", 3_000_000);
+        let slot = (10 * MIN / SLOTS / 3) as u64;
+        assert!((200_000 - slot..=200_001).contains(&n), "{n}");
     }
 
     #[test]

@@ -6,9 +6,13 @@
 //! repeat count ([`score`]): the same type with the same evidence always scores the same, and
 //! an event seen again and again scores higher, up to 100.
 //!
-//! Not wired to the server yet: the detectors that emit these land with the rest of issue 8.
 
 use std::fmt;
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+
+use crate::analytics::{Millis, clip};
 
 /// How urgent an event is, from the score ([`Level::of_score`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -221,6 +225,385 @@ pub fn score(kind: SecurityEventKind, repeats: u64) -> u8 {
 /// The level of `kind` seen `repeats` times.
 pub fn level(kind: SecurityEventKind, repeats: u64) -> Level {
     Level::of_score(score(kind, repeats))
+}
+
+/// Who an event is about, as far as the request showed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Actor {
+    pub ip: Option<IpAddr>,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+}
+
+/// One security event: what happened, how bad, who, and the evidence for it. Evidence holds
+/// names, counts, reasons and URLs, never a token, code, password or secret, and each string
+/// in it is clipped ([`clip`]), so what an attacker sends cannot grow what is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityEvent {
+    pub at: Millis,
+    pub kind: SecurityEventKind,
+    pub score: u8,
+    pub level: Level,
+    pub actor: Actor,
+    pub request_id: Option<String>,
+    pub evidence: Map<String, Value>,
+}
+
+/// Evidence from name and value pairs.
+fn evidence<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => Value::String(clip(&s)),
+                v => v,
+            };
+            (k.to_owned(), v)
+        })
+        .collect()
+}
+
+/// One constructor per kind, each taking the evidence that kind carries. The actor and the
+/// request id are added with [`SecurityEvent::actor`] and [`SecurityEvent::request_id`].
+impl SecurityEvent {
+    fn new<const N: usize>(
+        at: Millis,
+        kind: SecurityEventKind,
+        repeats: u64,
+        pairs: [(&str, Value); N],
+    ) -> Self {
+        let score = score(kind, repeats);
+        Self {
+            at,
+            kind,
+            score,
+            level: Level::of_score(score),
+            actor: Actor::default(),
+            request_id: None,
+            evidence: evidence(pairs),
+        }
+    }
+
+    pub fn actor(mut self, actor: Actor) -> Self {
+        self.actor = actor;
+        self
+    }
+
+    pub fn request_id(mut self, request_id: Option<&str>) -> Self {
+        self.request_id = request_id.map(clip);
+        self
+    }
+
+    /// A refused sign-in: `reason` is `wrong_password`, `unknown_account` or `locked`.
+    /// The account is named only when it exists (a mistyped email may be a password).
+    pub fn sign_in_failed(at: Millis, reason: &str, account: Option<&str>) -> Self {
+        let mut e = Self::new(
+            at,
+            SecurityEventKind::SignInFailed,
+            1,
+            [("reason", reason.into())],
+        );
+        if let Some(a) = account {
+            e.evidence.insert("account".into(), clip(a).into());
+        }
+        e
+    }
+
+    /// `failures` refused sign-ins for one account in `window_ms`.
+    pub fn brute_force_account(
+        at: Millis,
+        account: &str,
+        failures: u64,
+        window_ms: Millis,
+    ) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::BruteForceAccount,
+            failures,
+            [
+                ("account", account.into()),
+                ("failures", failures.into()),
+                ("window_seconds", (window_ms / 1000).into()),
+            ],
+        )
+    }
+
+    /// `failures` refused sign-ins from one address in `window_ms`.
+    pub fn brute_force_ip(at: Millis, failures: u64, window_ms: Millis) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::BruteForceIp,
+            failures,
+            [
+                ("failures", failures.into()),
+                ("window_seconds", (window_ms / 1000).into()),
+            ],
+        )
+    }
+
+    /// Refused sign-ins for `accounts` distinct accounts from one address in `window_ms`.
+    pub fn credential_stuffing(at: Millis, accounts: u64, window_ms: Millis) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::CredentialStuffing,
+            accounts,
+            [
+                ("accounts", accounts.into()),
+                ("window_seconds", (window_ms / 1000).into()),
+            ],
+        )
+    }
+
+    /// Sign-ins to `account` refused until `until` (Unix seconds) after `failures` failures.
+    pub fn account_locked(at: Millis, account: &str, failures: u64, until: i64) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::AccountLocked,
+            1,
+            [
+                ("account", account.into()),
+                ("failures", failures.into()),
+                ("locked_until", until.into()),
+            ],
+        )
+    }
+
+    /// A bearer token that is not a token of ours at all; `reason` says how.
+    pub fn invalid_token(at: Millis, reason: &str) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::InvalidToken,
+            1,
+            [("reason", reason.into())],
+        )
+    }
+
+    /// A token in our format with a bad signature (`bad_signature`) or a key id we never
+    /// had (`unknown_key_id`, with the id).
+    pub fn forged_token(at: Millis, reason: &str, key_id: Option<&str>) -> Self {
+        let mut e = Self::new(
+            at,
+            SecurityEventKind::ForgedToken,
+            1,
+            [("reason", reason.into())],
+        );
+        if let Some(kid) = key_id {
+            e.evidence.insert("key_id".into(), clip(kid).into());
+        }
+        e
+    }
+
+    /// A token of ours that expired at `expired_at` (Unix seconds).
+    pub fn expired_token(at: Millis, token_id: &str, expired_at: i64) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::ExpiredToken,
+            1,
+            [
+                ("token_id", token_id.into()),
+                ("expired_at", expired_at.into()),
+            ],
+        )
+    }
+
+    pub fn revoked_token(at: Millis, token_id: &str) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::RevokedToken,
+            1,
+            [("token_id", token_id.into())],
+        )
+    }
+
+    /// A token of ours whose audience is `audience`, not this resource (RFC 8707; the MCP
+    /// specification forbids token passthrough).
+    pub fn token_for_other_resource(at: Millis, token_id: &str, audience: &str) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::TokenForOtherResource,
+            1,
+            [("token_id", token_id.into()), ("audience", audience.into())],
+        )
+    }
+
+    /// A used authorization code presented again; the grant it issued is revoked.
+    pub fn code_replay(at: Millis, grant_revoked: bool) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::CodeReplay,
+            1,
+            [("grant_revoked", grant_revoked.into())],
+        )
+    }
+
+    /// A rotated refresh token presented again; the grant is revoked.
+    pub fn refresh_reuse(at: Millis, grant_revoked: bool) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::RefreshReuse,
+            1,
+            [("grant_revoked", grant_revoked.into())],
+        )
+    }
+
+    pub fn pkce_mismatch(at: Millis, method: &str) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::PkceMismatch,
+            1,
+            [("method", method.into())],
+        )
+    }
+
+    /// A redirect URI that is not registered for the client; `step` is `authorize` or
+    /// `token`.
+    pub fn redirect_mismatch(at: Millis, step: &str, redirect_uri: &str) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::RedirectMismatch,
+            1,
+            [("step", step.into()), ("redirect_uri", redirect_uri.into())],
+        )
+    }
+
+    /// Client authentication failed with `method` (RFC 6749 §5.2 `invalid_client`).
+    pub fn invalid_client_credentials(at: Millis, method: &str) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::InvalidClientCredentials,
+            1,
+            [("auth_method", method.into())],
+        )
+    }
+
+    /// Scopes asked for beyond what the client may have.
+    pub fn scope_escalation(at: Millis, requested: &str, refused: &str) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::ScopeEscalation,
+            1,
+            [("requested", requested.into()), ("refused", refused.into())],
+        )
+    }
+
+    /// `repeats` `insufficient_scope` answers to one token; `required` is what was needed.
+    pub fn insufficient_scope(at: Millis, token_id: &str, required: &str, repeats: u64) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::InsufficientScope,
+            repeats,
+            [
+                ("token_id", token_id.into()),
+                ("required", required.into()),
+                ("repeats", repeats.into()),
+            ],
+        )
+    }
+
+    /// A form post that failed its CSRF token or same-origin check.
+    pub fn csrf_failure(at: Millis, form: &str, check: &str) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::CsrfFailure,
+            1,
+            [("form", form.into()), ("check", check.into())],
+        )
+    }
+
+    /// `registrations` dynamic registrations from one address, past its limit.
+    pub fn registration_flood(at: Millis, registrations: u64) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::RegistrationFlood,
+            registrations,
+            [("registrations", registrations.into())],
+        )
+    }
+
+    /// The same client (by name and redirect URIs) registered `registrations` times.
+    pub fn registration_churn(at: Millis, client_name: &str, registrations: u64) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::RegistrationChurn,
+            registrations,
+            [
+                ("client_name", client_name.into()),
+                ("registrations", registrations.into()),
+            ],
+        )
+    }
+
+    /// A client ID metadata document at `url` that could not be used; `reason` says why.
+    pub fn metadata_document_failed(at: Millis, url: &str, reason: &str) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::MetadataDocumentFailed,
+            1,
+            [("url", url.into()), ("reason", reason.into())],
+        )
+    }
+
+    /// A client ID metadata document URL whose host resolved to a private address.
+    pub fn metadata_document_private_address(at: Millis, url: &str, address: &str) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::MetadataDocumentPrivateAddress,
+            1,
+            [("url", url.into()), ("address", address.into())],
+        )
+    }
+
+    /// Requests to `endpoint` refused by a rate limit, `repeats` of them so far.
+    pub fn rate_limited(at: Millis, endpoint: &str, repeats: u64) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::RateLimited,
+            repeats,
+            [("endpoint", endpoint.into()), ("repeats", repeats.into())],
+        )
+    }
+
+    /// One access token used from `addresses` addresses within `window_ms`.
+    pub fn token_from_many_ips(
+        at: Millis,
+        token_id: &str,
+        addresses: u64,
+        window_ms: Millis,
+    ) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::TokenFromManyIps,
+            addresses,
+            [
+                ("token_id", token_id.into()),
+                ("addresses", addresses.into()),
+                ("window_seconds", (window_ms / 1000).into()),
+            ],
+        )
+    }
+
+    /// A user seen from `country`, not one of the countries seen for them before.
+    pub fn new_country(at: Millis, country: &str, known: &[String]) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::NewCountry,
+            1,
+            [
+                ("country", country.into()),
+                ("known_countries", known.join(",").into()),
+            ],
+        )
+    }
+
+    /// An address asking for `path`, a probe path or one of `repeats` that do not exist.
+    pub fn scanner(at: Millis, path: &str, repeats: u64) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::Scanner,
+            repeats,
+            [("path", path.into()), ("repeats", repeats.into())],
+        )
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 use super::super::error::OAuthError;
 use crate::UnixTime;
 use crate::domain::{CodeChallenge, CodeVerifier, ResourceUri, ScopeSet};
+use crate::security::events::SecurityEventKind;
 
 /// An authorization code as stored.
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub enum CodeRejection {
     /// The code was already used: revoke its grant, then answer `invalid_grant`.
     Replayed,
     Rejected(OAuthError),
+    /// Refused, and a sign of an attack worth a security event: a redirect URI other than
+    /// the one authorized, or a verifier that does not match the challenge (RFC 7636 §4.6).
+    Suspicious(SecurityEventKind, OAuthError),
 }
 
 impl From<OAuthError> for CodeRejection {
@@ -62,10 +66,10 @@ pub fn check_code_exchange(
     }
     match req.redirect_uri {
         Some(r) if r != code.redirect_uri => {
-            return Err(OAuthError::invalid_grant(
-                "redirect_uri does not match the authorization request",
-            )
-            .into());
+            return Err(CodeRejection::Suspicious(
+                SecurityEventKind::RedirectMismatch,
+                OAuthError::invalid_grant("redirect_uri does not match the authorization request"),
+            ));
         }
         None if code.redirect_uri_explicit => {
             return Err(OAuthError::invalid_request("redirect_uri is required").into());
@@ -78,9 +82,10 @@ pub fn check_code_exchange(
     let verifier =
         CodeVerifier::parse(verifier).map_err(|e| OAuthError::invalid_grant(e.to_string()))?;
     if !code.code_challenge.is_satisfied_by(&verifier) {
-        return Err(
-            OAuthError::invalid_grant("code_verifier does not match the code_challenge").into(),
-        );
+        return Err(CodeRejection::Suspicious(
+            SecurityEventKind::PkceMismatch,
+            OAuthError::invalid_grant("code_verifier does not match the code_challenge"),
+        ));
     }
     check_bound_resource(req.resource, &code.resource)?;
     Ok(())
@@ -135,7 +140,7 @@ mod tests {
 
     fn code_of(r: Result<(), CodeRejection>) -> ErrorCode {
         match r {
-            Err(CodeRejection::Rejected(e)) => e.code,
+            Err(CodeRejection::Rejected(e) | CodeRejection::Suspicious(_, e)) => e.code,
             other => panic!("expected a rejection, got {other:?}"),
         }
     }
@@ -226,6 +231,37 @@ mod tests {
         for (r, now, expected, why) in table {
             assert_eq!(code_of(check_code_exchange(&c, &r, now)), expected, "{why}");
         }
+    }
+
+    #[test]
+    fn a_wrong_redirect_or_verifier_is_suspicious_and_other_mistakes_are_not() {
+        let c = code();
+        let kind = |r: CodeExchange<'static>| match check_code_exchange(&c, &r, 10) {
+            Err(CodeRejection::Suspicious(kind, _)) => Some(kind),
+            _ => None,
+        };
+        assert_eq!(
+            kind(CodeExchange {
+                redirect_uri: Some("https://evil.example/cb"),
+                ..req()
+            }),
+            Some(SecurityEventKind::RedirectMismatch)
+        );
+        assert_eq!(
+            kind(CodeExchange {
+                code_verifier: Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+                ..req()
+            }),
+            Some(SecurityEventKind::PkceMismatch)
+        );
+        assert_eq!(
+            kind(CodeExchange {
+                code_verifier: None,
+                ..req()
+            }),
+            None,
+            "a client that forgot PKCE is a bug, not an attack"
+        );
     }
 
     #[test]
