@@ -106,7 +106,7 @@ fn dims_values(d: &Dimensions) -> [&str; 11] {
 /// names, so numbered parameters cost time quadratic in their number (a 16-row insert of
 /// events, 272 parameters, spent most of its time there). Anonymous ones have no names to
 /// scan.
-fn placeholders(backend: Backend, rows: usize, width: usize) -> String {
+pub(crate) fn placeholders(backend: Backend, rows: usize, width: usize) -> String {
     let mut s = String::new();
     for r in 0..rows {
         if r > 0 {

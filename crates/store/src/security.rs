@@ -1,0 +1,220 @@
+//! Security events (migration `0005`): written in batches by the analytics writer, listed
+//! with filters for the security page and the CLI, followed live, acknowledged and resolved by
+//! operators, and deleted after their retention.
+
+// Every dynamic statement here is built from constant SQL and `$N` or `?` placeholders only
+// (`AssertSqlSafe`): values are always bound.
+use sqlx::{Any, AssertSqlSafe, Row as _};
+
+use mcp_oauth_core::analytics::Millis;
+use mcp_oauth_core::security::events::{Level, SecurityEvent};
+
+use crate::analytics::placeholders;
+use crate::{Db, Result};
+
+/// Rows per multi-row `INSERT` (as the analytics events').
+const CHUNK: usize = 64;
+
+const COLUMNS: &str = "id, at_ms, kind, level, score, ip, user_id, client_id, request_id, \
+                       evidence, acknowledged_at, acknowledged_by, resolved_at, resolved_by, note";
+
+/// One stored security event, as the API, the CLI and the page show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SecurityEventRow {
+    pub id: i64,
+    pub at_ms: Millis,
+    pub kind: String,
+    pub level: String,
+    pub score: i64,
+    pub ip: Option<String>,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub request_id: Option<String>,
+    pub evidence: serde_json::Value,
+    pub acknowledged_at: Option<Millis>,
+    pub acknowledged_by: Option<String>,
+    pub resolved_at: Option<Millis>,
+    pub resolved_by: Option<String>,
+    pub note: Option<String>,
+}
+
+/// Which events to list: `[from, to)`, and each field that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct SecurityFilter {
+    pub from: Millis,
+    pub to: Millis,
+    pub kind: Option<String>,
+    /// This level and those above it.
+    pub min_level: Option<Level>,
+    pub ip: Option<String>,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    /// Only events with an id above this one (following a feed).
+    pub after_id: Option<i64>,
+}
+
+fn event_row(r: &sqlx::any::AnyRow) -> Result<SecurityEventRow> {
+    let evidence: String = r.try_get(9)?;
+    Ok(SecurityEventRow {
+        id: r.try_get(0)?,
+        at_ms: r.try_get(1)?,
+        kind: r.try_get(2)?,
+        level: r.try_get(3)?,
+        score: r.try_get(4)?,
+        ip: r.try_get(5)?,
+        user_id: r.try_get(6)?,
+        client_id: r.try_get(7)?,
+        request_id: r.try_get(8)?,
+        evidence: serde_json::from_str(&evidence).unwrap_or(serde_json::Value::Null),
+        acknowledged_at: r.try_get(10)?,
+        acknowledged_by: r.try_get(11)?,
+        resolved_at: r.try_get(12)?,
+        resolved_by: r.try_get(13)?,
+        note: r.try_get(14)?,
+    })
+}
+
+/// What an operator did to an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Triage {
+    Acknowledge,
+    Resolve,
+}
+
+impl Db {
+    /// Store `events` in one transaction.
+    pub async fn record_security_events(&self, events: &[SecurityEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for chunk in events.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO security_events (at_ms, kind, level, score, ip, user_id, \
+                 client_id, request_id, evidence) VALUES {}",
+                placeholders(self.backend, chunk.len(), 9)
+            );
+            let mut q = sqlx::query::<Any>(AssertSqlSafe(sql)).persistent(chunk.len() == CHUNK);
+            for e in chunk {
+                q = q
+                    .bind(e.at)
+                    .bind(e.kind.as_str())
+                    .bind(e.level.as_str())
+                    .bind(i64::from(e.score))
+                    .bind(e.actor.ip.map(|ip| ip.to_string()))
+                    .bind(e.actor.user_id.clone())
+                    .bind(e.actor.client_id.clone())
+                    .bind(e.request_id.clone())
+                    .bind(serde_json::Value::Object(e.evidence.clone()).to_string());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Events matching `f`, at most `limit`: the newest first, or with `after_id` set, the
+    /// oldest after it first (a feed reads on from where it was).
+    pub async fn security_events(
+        &self,
+        f: &SecurityFilter,
+        limit: i64,
+    ) -> Result<Vec<SecurityEventRow>> {
+        let mut sql =
+            format!("SELECT {COLUMNS} FROM security_events WHERE at_ms >= $1 AND at_ms < $2");
+        let mut binds: Vec<String> = Vec::new();
+        for (column, value) in [
+            ("kind", &f.kind),
+            ("ip", &f.ip),
+            ("user_id", &f.user_id),
+            ("client_id", &f.client_id),
+        ] {
+            if let Some(v) = value {
+                binds.push(v.clone());
+                sql.push_str(&format!(" AND {column} = ${}", binds.len() + 2));
+            }
+        }
+        if let Some(min) = f.min_level {
+            let levels: Vec<String> = Level::ALL
+                .into_iter()
+                .filter(|l| *l >= min)
+                .map(|l| {
+                    binds.push(l.as_str().to_owned());
+                    format!("${}", binds.len() + 2)
+                })
+                .collect();
+            sql.push_str(&format!(" AND level IN ({})", levels.join(", ")));
+        }
+        let n = binds.len();
+        match f.after_id {
+            Some(_) => sql.push_str(&format!(
+                " AND id > ${} ORDER BY id LIMIT ${}",
+                n + 3,
+                n + 4
+            )),
+            None => sql.push_str(&format!(" ORDER BY at_ms DESC, id DESC LIMIT ${}", n + 3)),
+        }
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(f.from).bind(f.to);
+        for b in binds {
+            q = q.bind(b);
+        }
+        if let Some(after) = f.after_id {
+            q = q.bind(after);
+        }
+        let rows = q.bind(limit).fetch_all(&self.reader).await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    /// One event by id.
+    pub async fn security_event(&self, id: i64) -> Result<Option<SecurityEventRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM security_events WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(event_row).transpose()
+    }
+
+    /// Acknowledge or resolve event `id` as `by` at `at`, with an optional note (it replaces
+    /// an earlier one). Resolving an event nobody acknowledged acknowledges it too. Returns
+    /// whether the event exists.
+    pub async fn triage_security_event(
+        &self,
+        id: i64,
+        action: Triage,
+        by: &str,
+        at: Millis,
+        note: Option<&str>,
+    ) -> Result<bool> {
+        let sql = match action {
+            Triage::Acknowledge => {
+                "UPDATE security_events SET acknowledged_at = $1, acknowledged_by = $2, \
+                 note = COALESCE($3, note) WHERE id = $4"
+            }
+            Triage::Resolve => {
+                "UPDATE security_events SET resolved_at = $1, resolved_by = $2, \
+                 note = COALESCE($3, note), \
+                 acknowledged_at = COALESCE(acknowledged_at, $1), \
+                 acknowledged_by = COALESCE(acknowledged_by, $2) WHERE id = $4"
+            }
+        };
+        let done = sqlx::query(sql)
+            .bind(at)
+            .bind(by)
+            .bind(note)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Delete events from before `before`; returns how many.
+    pub async fn delete_old_security_events(&self, before: Millis) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM security_events WHERE at_ms < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
