@@ -58,6 +58,9 @@ pub enum Command {
     /// Read usage analytics.
     #[command(subcommand)]
     Analytics(AnalyticsCommand),
+    /// Read security events.
+    #[command(subcommand)]
+    Security(SecurityCommand),
     /// Demonstrations against a running server.
     #[command(subcommand)]
     Demo(DemoCommand),
@@ -94,6 +97,47 @@ pub enum AnalyticsCommand {
         #[arg(long)]
         to: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecurityCommand {
+    /// Print security events, oldest first (one JSON object per line with `--json`).
+    Events(SecurityEventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SecurityEventsArgs {
+    /// Start of the range, RFC 3339 (default: a day before `--to`).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End of the range, RFC 3339, exclusive (default: now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Only this type, e.g. `code_replay` (see the README for every type).
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    /// Only this level and above: info, notice, warning or critical.
+    #[arg(long)]
+    pub level: Option<String>,
+    /// Only events from this client address.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Only events about this user (email or user id).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only events about this client id.
+    #[arg(long)]
+    pub client: Option<String>,
+    /// The newest this many events of the range.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub limit: i64,
+    /// One JSON object per line: id, time, type, level, score, ip, user, user_id, client_id,
+    /// request_id, evidence, and the triage fields.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep printing new events as any instance stores them, until interrupted.
+    #[arg(long)]
+    pub follow: bool,
 }
 
 #[derive(Debug, Args)]
@@ -476,6 +520,19 @@ async fn admin(command: &Command, settings: &Settings, db: &Db) -> anyhow::Resul
             let summary = crate::analytics::summary(db, from, to).await?;
             writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
         }
+        Command::Security(SecurityCommand::Events(args)) => {
+            let filter = security_filter(args, db).await?;
+            crate::security::feed::print_events(
+                db,
+                &Clock::system(),
+                filter,
+                args.limit,
+                args.json,
+                args.follow,
+                out,
+            )
+            .await?;
+        }
         Command::Demo(DemoCommand::Traffic {
             url,
             duration,
@@ -519,4 +576,61 @@ async fn admin(command: &Command, settings: &Settings, db: &Db) -> anyhow::Resul
         Command::Serve(_) | Command::CheckConfig => unreachable!("handled by run"),
     }
     Ok(())
+}
+
+/// The filter `security events` asks for, each value checked.
+async fn security_filter(
+    args: &SecurityEventsArgs,
+    db: &Db,
+) -> anyhow::Result<mcp_oauth_store::SecurityFilter> {
+    use mcp_oauth_core::security::events::{Level, SecurityEventKind};
+    let range = crate::analytics::api::RangeQuery {
+        from: args.from.clone(),
+        to: args.to.clone(),
+    };
+    let (from, to) = crate::analytics::api::parse_range(&range, Clock::system().now_millis())
+        .map_err(|why| anyhow!("{why}"))?;
+    if let Some(kind) = &args.kind
+        && SecurityEventKind::parse(kind).is_none()
+    {
+        let all: Vec<&str> = SecurityEventKind::ALL.iter().map(|k| k.as_str()).collect();
+        bail!("--type {kind:?} is not a type; one of: {}", all.join(", "));
+    }
+    let min_level = match &args.level {
+        Some(l) => Some(Level::parse(l).ok_or_else(|| {
+            anyhow!("--level {l:?} is not a level; one of: info, notice, warning, critical")
+        })?),
+        None => None,
+    };
+    // Stored as the address prints: `::ffff:a.b.c.d` and zero-padded forms match too.
+    let ip = match &args.ip {
+        Some(ip) => Some(
+            ip.parse::<std::net::IpAddr>()
+                .map_err(|_| anyhow!("--ip {ip:?} is not an IP address"))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let user_id = match &args.user {
+        Some(u) if u.contains('@') => {
+            let email =
+                normalize_email(u).ok_or_else(|| anyhow!("{u:?} is not an email address"))?;
+            let user = db
+                .find_user_by_email(&email)
+                .await?
+                .ok_or_else(|| anyhow!("no user with email {email}"))?;
+            Some(user.id)
+        }
+        other => other.clone(),
+    };
+    Ok(mcp_oauth_store::SecurityFilter {
+        from,
+        to,
+        kind: args.kind.clone(),
+        min_level,
+        ip,
+        user_id,
+        client_id: args.client.clone(),
+        after_id: None,
+    })
 }

@@ -45,6 +45,114 @@ pub struct RawSettings {
     pub metrics: MetricsSettings,
     pub http: HttpSettings,
     pub analytics: AnalyticsSettings,
+    pub security: SecuritySettings,
+}
+
+/// Security monitoring: the detectors' thresholds and how long events are kept. Every event
+/// is also a log line; the defaults are the ones the README documents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySettings {
+    /// Detect and record security events. Off, nothing is detected or stored.
+    pub enabled: bool,
+    /// Days security events are kept.
+    pub retention_days: i64,
+    /// The sign-in detectors' window, seconds.
+    pub sign_in_window_seconds: i64,
+    /// Failed sign-ins for one account in the window that make a brute force (then each
+    /// doubling reports again).
+    pub brute_force_account_failures: u64,
+    /// Failed sign-ins from one address in the window that make a brute force.
+    pub brute_force_ip_failures: u64,
+    /// Distinct accounts failed from one address in the window that make credential stuffing.
+    pub credential_stuffing_accounts: u64,
+    /// Requests for paths that do not exist from one address within `scanner_window_seconds`
+    /// that make a scanner (a known probe path is one at once).
+    pub scanner_not_found: u64,
+    pub scanner_window_seconds: i64,
+    /// Addresses one access token is used from within `token_spread_window_seconds` that
+    /// make a stolen-token event.
+    pub token_spread_addresses: u64,
+    pub token_spread_window_seconds: i64,
+    /// `insufficient_scope` answers to one token within 10 minutes before they are reported.
+    pub insufficient_scope_repeats: u64,
+    /// Registrations of one client (same name and redirect URIs) within an hour that make
+    /// registration churn.
+    pub registration_churn: u64,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            retention_days: 90,
+            sign_in_window_seconds: 900,
+            brute_force_account_failures: 10,
+            brute_force_ip_failures: 20,
+            credential_stuffing_accounts: 5,
+            scanner_not_found: 20,
+            scanner_window_seconds: 600,
+            token_spread_addresses: 3,
+            token_spread_window_seconds: 300,
+            insufficient_scope_repeats: 3,
+            registration_churn: 10,
+        }
+    }
+}
+
+impl SecuritySettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("security.retention_days", self.retention_days),
+            (
+                "security.sign_in_window_seconds",
+                self.sign_in_window_seconds,
+            ),
+            (
+                "security.scanner_window_seconds",
+                self.scanner_window_seconds,
+            ),
+            (
+                "security.token_spread_window_seconds",
+                self.token_spread_window_seconds,
+            ),
+        ] {
+            if v <= 0 {
+                return Err(bad(key, "must be at least 1"));
+            }
+        }
+        for (key, v) in [
+            (
+                "security.brute_force_account_failures",
+                self.brute_force_account_failures,
+            ),
+            (
+                "security.brute_force_ip_failures",
+                self.brute_force_ip_failures,
+            ),
+            (
+                "security.credential_stuffing_accounts",
+                self.credential_stuffing_accounts,
+            ),
+            ("security.scanner_not_found", self.scanner_not_found),
+            (
+                "security.insufficient_scope_repeats",
+                self.insufficient_scope_repeats,
+            ),
+            ("security.registration_churn", self.registration_churn),
+        ] {
+            if v == 0 {
+                return Err(bad(key, "must be at least 1"));
+            }
+        }
+        if self.token_spread_addresses < 2 {
+            return Err(bad(
+                "security.token_spread_addresses",
+                "must be at least 2 (one address is every token's normal use)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Usage analytics: the event pipeline, retention and the dashboard at `/analytics`.
@@ -629,6 +737,7 @@ impl Default for RawSettings {
             metrics: MetricsSettings::default(),
             http: HttpSettings::default(),
             analytics: AnalyticsSettings::default(),
+            security: SecuritySettings::default(),
         }
     }
 }
@@ -870,6 +979,7 @@ pub struct Settings {
     pub client_token_resources: Vec<ResourceUri>,
     pub http: HttpSettings,
     pub analytics: AnalyticsSettings,
+    pub security: SecuritySettings,
 }
 
 impl Settings {
@@ -1076,6 +1186,7 @@ impl RawSettings {
         self.metrics.validate_token()?;
         let mut analytics = self.analytics;
         analytics.validate()?;
+        self.security.validate()?;
 
         if let Some(tls) = &self.tls {
             for (key, path) in [
@@ -1242,6 +1353,7 @@ impl RawSettings {
             resources,
             http: self.http,
             analytics,
+            security: self.security,
         })
     }
 }

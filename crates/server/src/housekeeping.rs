@@ -37,6 +37,14 @@ pub async fn run_cleanup(state: &AppState) -> anyhow::Result<()> {
     if old_events > 0 {
         tracing::info!(rows = old_events, "old analytics deleted");
     }
+    let security = &state.settings.security;
+    let old_security = state
+        .db
+        .delete_old_security_events(state.clock.now_millis() - security.retention_days * 86_400_000)
+        .await?;
+    if old_security > 0 {
+        tracing::info!(rows = old_security, "old security events deleted");
+    }
     // The registration throttle keeps a cell per client IP; drop the idle ones.
     state.register_limiter.retain_recent();
     state.cimd.retain_recent();

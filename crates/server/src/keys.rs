@@ -106,8 +106,14 @@ pub struct KeyStore {
 pub enum VerifyError {
     #[error("not a JWT signed by us")]
     Invalid,
+    /// A key id we do not have (nor had, once reloaded): a forged token, or one of another
+    /// server's.
     #[error("signed with an unknown key")]
-    UnknownKey,
+    UnknownKey(String),
+    /// One of our key ids with a signature that does not verify, or with another
+    /// algorithm than the key's (algorithm confusion): a forged token.
+    #[error("the signature does not verify")]
+    BadSignature,
 }
 
 fn algorithm(name: &str) -> Option<Algorithm> {
@@ -254,9 +260,11 @@ impl KeyStore {
         }
         let kid = header.kid.ok_or(VerifyError::Invalid)?;
         let set = self.current();
-        let (alg, key) = set.verifiers.get(&kid).ok_or(VerifyError::UnknownKey)?;
+        let Some((alg, key)) = set.verifiers.get(&kid) else {
+            return Err(VerifyError::UnknownKey(kid));
+        };
         if *alg != header.alg {
-            return Err(VerifyError::Invalid);
+            return Err(VerifyError::BadSignature);
         }
         let mut validation = Validation::new(*alg);
         validation.validate_exp = false;
@@ -264,7 +272,10 @@ impl KeyStore {
         validation.required_spec_claims.clear();
         jsonwebtoken::decode::<AccessTokenClaims>(token, key, &validation)
             .map(|d| d.claims)
-            .map_err(|_| VerifyError::Invalid)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => VerifyError::BadSignature,
+                _ => VerifyError::Invalid,
+            })
     }
 
     /// Verify, reloading once when the key is unknown (rotated on another instance).
@@ -280,23 +291,23 @@ impl KeyStore {
         token: &str,
         now: i64,
     ) -> Result<AccessTokenClaims, VerifyError> {
-        match self.verify(token) {
-            Err(VerifyError::UnknownKey) => {}
+        let unknown = match self.verify(token) {
+            Err(VerifyError::UnknownKey(kid)) => kid,
             other => return other,
-        }
+        };
         let mut last = self.unknown_key_reload.lock().await;
         // The reload we may have waited for can have brought the key.
         match self.verify(token) {
-            Err(VerifyError::UnknownKey) => {}
+            Err(VerifyError::UnknownKey(_)) => {}
             other => return other,
         }
         if last.is_some_and(|t| t.elapsed() < UNKNOWN_KEY_RELOAD_INTERVAL) {
-            return Err(VerifyError::UnknownKey);
+            return Err(VerifyError::UnknownKey(unknown));
         }
         *last = Some(Instant::now());
         if let Err(e) = self.reload(now).await {
             tracing::warn!(error = ?e, "reloading signing keys for an unknown key id failed");
-            return Err(VerifyError::UnknownKey);
+            return Err(VerifyError::UnknownKey(unknown));
         }
         drop(last);
         self.verify(token)

@@ -24,6 +24,7 @@ pub mod oauth;
 pub mod random;
 pub mod resource;
 pub mod revocation;
+pub mod security;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

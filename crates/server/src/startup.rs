@@ -121,7 +121,13 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> 
     }
 }
 
-async fn not_found() -> impl IntoResponse {
+/// A path no route serves. Scanners ask for many, and for known probe paths.
+async fn not_found(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    who: crate::security::Requester,
+    uri: axum::http::Uri,
+) -> impl IntoResponse {
+    state.security.not_found(&who, uri.path());
     (StatusCode::NOT_FOUND, "not found")
 }
 
@@ -331,7 +337,8 @@ impl Application {
 const WRITER_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Application {
-    /// The writer that stores recorded events, when analytics is on (once per application).
+    /// The writer that stores recorded events, when analytics or security monitoring is on
+    /// (once per application).
     fn spawn_analytics_writer(
         &self,
         stop: tokio_util::sync::CancellationToken,

@@ -58,8 +58,9 @@ pub struct AppState {
     pub live_streams: Arc<tokio::sync::Semaphore>,
     /// The recorder's queue, taken by the writer when the server starts.
     pub analytics_queue: Arc<
-        std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<mcp_oauth_core::analytics::Event>>>,
+        std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::analytics::pipeline::Record>>>,
     >,
+    pub security: Arc<crate::security::SecurityMonitor>,
 }
 
 impl AppState {
@@ -90,6 +91,7 @@ impl AppState {
             !settings.metrics_allowed.is_empty() || settings.metrics_bearer_token.is_some();
         let (analytics, analytics_queue) = Recorder::new(
             &settings.analytics,
+            settings.security.enabled,
             clock.clone(),
             &metrics,
             metrics_readable,
@@ -99,7 +101,14 @@ impl AppState {
             Some(path) => Some(Arc::new(crate::analytics::geoip::GeoIp::open(path)?)),
             None => None,
         };
+        let security = Arc::new(crate::security::SecurityMonitor::new(
+            &settings.security,
+            analytics.clone(),
+            clock.clone(),
+            metrics.clone(),
+        ));
         Ok(Self {
+            security,
             geoip,
             settings: Arc::new(settings),
             db,

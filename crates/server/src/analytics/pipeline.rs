@@ -2,7 +2,8 @@
 //! Prometheus metrics from the event (`super::metrics`), puts it on a bounded queue and returns
 //! at once (when the queue is full the event is dropped and counted); one writer task per
 //! instance stores the queue in batches, one transaction each, and drains what is left when
-//! the server stops.
+//! the server stops. Security events (`Recorder::security`) take the same queue and writer,
+//! to their own table, and are kept even when usage analytics is off.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use mcp_oauth_core::analytics::Event;
+use mcp_oauth_core::security::events::SecurityEvent;
 use mcp_oauth_store::Db;
 
 use crate::clock::Clock;
@@ -23,10 +25,20 @@ use crate::metrics::Metrics;
 
 use super::metrics::EventMetrics;
 
+/// What the queue carries to the writer. Usage events are the many and are not boxed (an
+/// allocation per request for a smaller queue slot would be the worse trade).
+#[allow(clippy::large_enum_variant)]
+pub enum Record {
+    Usage(Event),
+    Security(SecurityEvent),
+}
+
 /// Where events are handed in. Cheap to share; never blocks.
 pub struct Recorder {
-    /// To the writer, when analytics is on.
-    queue: Option<mpsc::Sender<Event>>,
+    /// To the writer, when analytics or security monitoring is on.
+    queue: Option<mpsc::Sender<Record>>,
+    /// Whether usage events are stored (analytics on), besides security events.
+    store_usage: bool,
     /// The metrics events update, while `/metrics` can be read.
     metrics: Option<EventMetrics>,
     /// Dropped since the writer last stored the count.
@@ -39,17 +51,18 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// The recorder and the queue its writer reads; no queue when analytics is off. Events
-    /// update `metrics` when `observed` (someone may read `/metrics`), labelled with the
-    /// names in `tools` only.
+    /// The recorder and the queue its writer reads; no queue when analytics and security
+    /// monitoring are both off. Events update `metrics` when `observed` (someone may read
+    /// `/metrics`), labelled with the names in `tools` only.
     pub fn new(
         settings: &AnalyticsSettings,
+        security_enabled: bool,
         clock: Clock,
         metrics: &Arc<Metrics>,
         observed: bool,
         tools: impl IntoIterator<Item = String>,
-    ) -> (Arc<Self>, Option<mpsc::Receiver<Event>>) {
-        let (queue, rx) = if settings.enabled {
+    ) -> (Arc<Self>, Option<mpsc::Receiver<Record>>) {
+        let (queue, rx) = if settings.enabled || security_enabled {
             let (tx, rx) = mpsc::channel(settings.queue_capacity);
             (Some(tx), Some(rx))
         } else {
@@ -57,6 +70,7 @@ impl Recorder {
         };
         let recorder = Self {
             queue,
+            store_usage: settings.enabled,
             metrics: observed.then(|| EventMetrics::new(metrics.clone(), tools)),
             unreported_drops: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -78,7 +92,7 @@ impl Recorder {
     /// Whether events are wanted at all: to be stored, or counted in the metrics. Analytics
     /// off and `/metrics` closed, recording costs nothing.
     pub fn enabled(&self) -> bool {
-        self.queue.is_some() || self.metrics.is_some()
+        self.store_usage || self.metrics.is_some()
     }
 
     /// Now, in Unix milliseconds, on the application's clock.
@@ -92,8 +106,20 @@ impl Recorder {
         if let Some(m) = &self.metrics {
             m.observe(&event);
         }
+        if !self.store_usage {
+            return;
+        }
+        self.enqueue(Record::Usage(event));
+    }
+
+    /// Queue a security event for storage (dropped and counted when the queue is full).
+    pub fn security(&self, event: SecurityEvent) {
+        self.enqueue(Record::Security(event));
+    }
+
+    fn enqueue(&self, record: Record) {
         let Some(queue) = &self.queue else { return };
-        match queue.try_send(event) {
+        match queue.try_send(record) {
             Ok(()) => self.recorded_total.increment(1),
             Err(_) => self.count_drops(1),
         }
@@ -131,7 +157,7 @@ const IDLE_CAPACITY: usize = 64;
 pub struct Writer {
     pub db: Db,
     pub recorder: Arc<Recorder>,
-    pub queue: mpsc::Receiver<Event>,
+    pub queue: mpsc::Receiver<Record>,
     pub batch_size: usize,
     pub flush_interval: Duration,
     /// Events held while the database cannot take them, at most (then the oldest go).
@@ -145,7 +171,8 @@ impl Writer {
     }
 
     async fn run(mut self, stop: CancellationToken) {
-        let mut pending: Vec<Event> = Vec::with_capacity(IDLE_CAPACITY);
+        let mut pending = Pending::default();
+        let mut incoming: Vec<Record> = Vec::with_capacity(IDLE_CAPACITY);
         // The writer looks at the queue on a timer instead of waiting on it: waiting, it was
         // woken for every event, 20,000 times a second under load, and those wake-ups cost
         // the requests more than storing the events did.
@@ -161,7 +188,8 @@ impl Writer {
             // Take what is queued, without waiting for more; store each full batch at once.
             while !self.queue.is_empty() {
                 let room = self.batch_size.saturating_sub(pending.len()).max(1);
-                self.queue.recv_many(&mut pending, room).await;
+                self.queue.recv_many(&mut incoming, room).await;
+                pending.extend(incoming.drain(..));
                 if pending.len() >= self.batch_size {
                     self.flush(&mut pending).await;
                     last_flush = Instant::now();
@@ -174,7 +202,7 @@ impl Writer {
         }
         // Shutting down: store what requests that already finished recorded.
         while let Ok(e) = self.queue.try_recv() {
-            pending.push(e);
+            pending.extend([e]);
             if pending.len() >= self.batch_size {
                 self.flush(&mut pending).await;
             }
@@ -188,14 +216,34 @@ impl Writer {
         }
     }
 
-    /// Store `pending` (with a count of drops since the last flush), [`EVENTS_PER_TRANSACTION`]
-    /// at a time. On failure what was not stored stays pending for the next try, up to
-    /// `max_pending`.
-    async fn flush(&self, pending: &mut Vec<Event>) {
+    /// Store `pending` (with a count of drops since the last flush): security events first,
+    /// then usage events [`EVENTS_PER_TRANSACTION`] at a time. On failure what was not stored
+    /// stays pending for the next try, up to `max_pending`.
+    async fn flush(&self, pending: &mut Pending) {
         let drops = self.recorder.take_drops();
-        if drops > 0 {
-            pending.push(Event::dropped(self.recorder.now_ms(), drops));
+        if drops > 0 && self.recorder.store_usage {
+            pending
+                .usage
+                .push(Event::dropped(self.recorder.now_ms(), drops));
         }
+        let security = &mut pending.security;
+        while !security.is_empty() {
+            let n = security.len().min(EVENTS_PER_TRANSACTION);
+            if let Err(e) = self.db.record_security_events(&security[..n]).await {
+                if !self.db_health.observe(&e) {
+                    tracing::error!(error = ?e.to_string(), events = security.len(), "storing security events failed");
+                }
+                if security.len() > self.max_pending {
+                    let excess = security.len() - self.max_pending;
+                    security.drain(..excess);
+                    self.recorder.count_drops(excess as u64);
+                }
+                return;
+            }
+            security.drain(..n);
+        }
+        security.shrink_to(IDLE_CAPACITY);
+        let pending = &mut pending.usage;
         while !pending.is_empty() {
             let n = pending.len().min(EVENTS_PER_TRANSACTION);
             if let Err(e) = self.db.record_events(&pending[..n]).await {
@@ -213,5 +261,31 @@ impl Writer {
         }
         // A burst grew it; an idle server need not keep the room.
         pending.shrink_to(IDLE_CAPACITY);
+    }
+}
+
+/// Events the writer holds until they are stored.
+#[derive(Default)]
+struct Pending {
+    usage: Vec<Event>,
+    security: Vec<SecurityEvent>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.usage.len() + self.security.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.usage.is_empty() && self.security.is_empty()
+    }
+
+    fn extend(&mut self, records: impl IntoIterator<Item = Record>) {
+        for r in records {
+            match r {
+                Record::Usage(e) => self.usage.push(e),
+                Record::Security(e) => self.security.push(e),
+            }
+        }
     }
 }

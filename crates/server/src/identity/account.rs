@@ -13,6 +13,7 @@ use mcp_oauth_core::oauth::client::ClientMetadata;
 use super::{csrf, session};
 use crate::http::error::PageError;
 use crate::http::extract::PageForm;
+use crate::security::Requester;
 use crate::state::AppState;
 
 struct AppView {
@@ -86,6 +87,7 @@ pub struct RevokeForm {
 
 pub async fn account_revoke_post(
     State(state): State<AppState>,
+    who: Requester,
     headers: HeaderMap,
     jar: CookieJar,
     PageForm(form): PageForm<RevokeForm>,
@@ -93,7 +95,14 @@ pub async fn account_revoke_post(
     let Some(user) = session::current_user(&state, &jar).await? else {
         return Ok(login_redirect(&state));
     };
-    if !csrf::verify(&jar, &headers, form.csrf.as_deref(), &state.origin) {
+    if !csrf::verify_post(
+        &state,
+        &who,
+        "revoke_app",
+        &jar,
+        &headers,
+        form.csrf.as_deref(),
+    ) {
         return Err(PageError::forbidden(
             "The form has expired. Go back, reload the page and try again.",
         ));

@@ -7,6 +7,11 @@ use axum::http::header;
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use subtle::ConstantTimeEq;
 
+use mcp_oauth_core::security::events::SecurityEvent;
+
+use crate::security::Requester;
+use crate::state::AppState;
+
 pub const COOKIE: &str = "__Host-mcp_csrf";
 
 /// The token for a form, and the jar with the cookie set if it was missing.
@@ -27,6 +32,29 @@ pub fn token(jar: CookieJar) -> (String, CookieJar) {
 }
 
 /// Is this form submission ours? `origin` is our public origin (`scheme://host[:port]`).
+/// [`verify`] for the post of `form` by `who`; a failure is a security event.
+pub fn verify_post(
+    state: &AppState,
+    who: &Requester,
+    form: &'static str,
+    jar: &CookieJar,
+    headers: &HeaderMap,
+    submitted: Option<&str>,
+) -> bool {
+    let ok = verify(jar, headers, submitted, &state.origin);
+    if !ok {
+        let check = if submitted.is_none() {
+            "missing_token"
+        } else {
+            "token_or_origin"
+        };
+        state.security.observed(who, None, None, |at| {
+            SecurityEvent::csrf_failure(at, form, check)
+        });
+    }
+    ok
+}
+
 pub fn verify(jar: &CookieJar, headers: &HeaderMap, submitted: Option<&str>, origin: &str) -> bool {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && !matches!(site, "same-origin" | "none")

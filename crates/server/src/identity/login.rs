@@ -18,7 +18,8 @@ use mcp_oauth_store::{ThrottleRow, ThrottleWrite};
 
 use super::{csrf, device, normalize_email, password, session};
 use crate::http::error::PageError;
-use crate::http::extract::{ClientIp, PageForm};
+use crate::http::extract::PageForm;
+use crate::security::Requester;
 use crate::state::AppState;
 
 #[derive(Template)]
@@ -106,13 +107,17 @@ fn to_row(s: ThrottleState) -> ThrottleRow {
     }
 }
 
+/// Keys this attempt locked, with their failure counts and the end of the lock.
+type NewlyLocked = Vec<(ThrottleKey, i64, i64)>;
+
 /// Count this attempt against `keys` before the password is checked, atomically (see
-/// `login_throttle`): the admission is decided from the counts that include it.
+/// `login_throttle`): the admission is decided from the counts that include it. Also says
+/// which keys this attempt locked (a key that was locked already refuses the attempt).
 async fn register(
     state: &AppState,
     keys: &[(ThrottleKey, ThrottlePolicy)],
     now: i64,
-) -> Result<Admission, PageError> {
+) -> Result<(Admission, NewlyLocked), PageError> {
     let names: Vec<String> = keys.iter().map(|(k, _)| k.as_key()).collect();
     let admission = state
         .db
@@ -123,6 +128,11 @@ async fn register(
                 .map(|(row, (_, policy))| (to_state(*row), *policy))
                 .collect();
             let (admission, next) = register_attempts(&input, now);
+            let locked: NewlyLocked = keys
+                .iter()
+                .zip(&next)
+                .filter_map(|((key, _), s)| Some((key.clone(), s.failures, s.locked_until?)))
+                .collect();
             let writes = match next.is_empty() {
                 true => vec![ThrottleWrite::Keep; keys.len()],
                 false => next
@@ -130,7 +140,7 @@ async fn register(
                     .map(|s| ThrottleWrite::Put(to_row(s)))
                     .collect(),
             };
-            (writes, admission)
+            (writes, (admission, locked))
         })
         .await?;
     Ok(admission)
@@ -163,8 +173,8 @@ async fn forgive(
 }
 
 /// An attempt admitted: the keys it was counted against, the delay before its password is
-/// checked, and whether it came from a trusted browser.
-type Admitted = (Vec<(ThrottleKey, ThrottlePolicy)>, u64, bool);
+/// checked, whether it came from a trusted browser, and the keys it locked.
+type Admitted = (Vec<(ThrottleKey, ThrottlePolicy)>, u64, bool, NewlyLocked);
 
 /// Count an attempt on `email` and decide whether it may go ahead (`Err`: locked until then).
 /// A browser that signed in to this account before (`device`, its cookie's hash) is counted
@@ -179,27 +189,35 @@ async fn admit_attempt(
     let throttle = state.settings.login.throttle();
     if let Some(hash) = device.as_deref() {
         let keys = throttle.keys(email, ip, Some(hash));
-        if let Admission::Allowed { delay_ms } = register(state, &keys, now).await? {
-            return Ok(Ok((keys, delay_ms, true)));
+        if let (Admission::Allowed { delay_ms }, locked) = register(state, &keys, now).await? {
+            return Ok(Ok((keys, delay_ms, true, locked)));
         }
     }
     let keys = throttle.keys(email, ip, None);
     Ok(match register(state, &keys, now).await? {
-        Admission::Allowed { delay_ms } => Ok((keys, delay_ms, false)),
-        Admission::Locked { until } => Err(until),
+        (Admission::Allowed { delay_ms }, locked) => Ok((keys, delay_ms, false, locked)),
+        (Admission::Locked { until }, _) => Err(until),
     })
 }
 
 pub async fn login_post(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    who: Requester,
     headers: HeaderMap,
     jar: CookieJar,
     PageForm(form): PageForm<LoginForm>,
 ) -> Result<Response, PageError> {
     let base = state.settings.base_path();
     let return_to = safe_return_to(form.return_to.as_deref(), base);
-    if !csrf::verify(&jar, &headers, form.csrf.as_deref(), &state.origin) {
+    let ip = who.ip;
+    if !csrf::verify_post(
+        &state,
+        &who,
+        "sign_in",
+        &jar,
+        &headers,
+        form.csrf.as_deref(),
+    ) {
         state
             .analytics
             .oauth(OAuthEvent::SignInFailed { reason: "csrf" }, None, None);
@@ -220,7 +238,9 @@ pub async fn login_post(
     };
 
     let device = device::trusted_for(&state, &jar, user.as_ref().map(|u| u.id.as_str())).await?;
-    let (keys, delay_ms, trusted) = match admit_attempt(&state, &email, ip, device, now).await? {
+    let user_id = user.as_ref().map(|u| u.id.clone());
+    let admitted = admit_attempt(&state, &email, ip, device, now).await?;
+    let (keys, delay_ms, trusted, locked) = match admitted {
         Ok(admitted) => admitted,
         Err(until) => {
             let minutes = ((until - now) + 59) / 60;
@@ -229,9 +249,12 @@ pub async fn login_post(
                 OAuthEvent::SignInFailed {
                     reason: "throttled",
                 },
-                user.as_ref().map(|u| u.id.as_str()),
+                user_id.as_deref(),
                 None,
             );
+            state
+                .security
+                .sign_in_failed(&who, &email, user_id.as_deref(), "locked");
             let mut r = page(
                 &state,
                 jar,
@@ -258,7 +281,6 @@ pub async fn login_post(
         .filter(|u| !u.is_disabled())
         .and_then(|u| u.password_hash.clone());
     let ok = password::verify(form.password, stored).await;
-    let known = user.as_ref().map(|u| u.id.clone());
     let Some(user) = user.filter(|_| ok) else {
         // The attempt was counted when it was admitted.
         tracing::info!(%ip, trusted_device = trusted, "sign-in failed");
@@ -266,9 +288,17 @@ pub async fn login_post(
             OAuthEvent::SignInFailed {
                 reason: "invalid_credentials",
             },
-            known.as_deref(),
+            user_id.as_deref(),
             None,
         );
+        let reason = match user_id {
+            Some(_) => "wrong_password",
+            None => "unknown_account",
+        };
+        state
+            .security
+            .sign_in_failed(&who, &email, user_id.as_deref(), reason);
+        report_locks(&state, &who, &email, user_id.as_deref(), &locked);
         return page(
             &state,
             jar,
@@ -288,6 +318,32 @@ pub async fn login_post(
     Ok((jar, Redirect::to(&return_to)).into_response())
 }
 
+/// One account-lock event when this failed attempt locked a key of the account (its own,
+/// or its own from this address, or this browser's). The address's own key locks every
+/// account from it: that is a brute force from one address, which the detector reports.
+fn report_locks(
+    state: &AppState,
+    who: &Requester,
+    email: &str,
+    user_id: Option<&str>,
+    locked: &NewlyLocked,
+) {
+    let lock = locked
+        .iter()
+        .filter(|(key, ..)| !matches!(key, ThrottleKey::Ip(_)))
+        .max_by_key(|(_, _, until)| *until);
+    if let Some((_, failures, until)) = lock {
+        let account = if user_id.is_some() {
+            email
+        } else {
+            "(unknown account)"
+        };
+        state
+            .security
+            .account_locked(who, account, user_id, (*failures).max(0) as u64, *until);
+    }
+}
+
 #[derive(Deserialize)]
 pub struct LogoutForm {
     csrf: Option<String>,
@@ -295,11 +351,19 @@ pub struct LogoutForm {
 
 pub async fn logout_post(
     State(state): State<AppState>,
+    who: Requester,
     headers: HeaderMap,
     jar: CookieJar,
     PageForm(form): PageForm<LogoutForm>,
 ) -> Result<Response, PageError> {
-    if !csrf::verify(&jar, &headers, form.csrf.as_deref(), &state.origin) {
+    if !csrf::verify_post(
+        &state,
+        &who,
+        "sign_out",
+        &jar,
+        &headers,
+        form.csrf.as_deref(),
+    ) {
         return Err(PageError::forbidden(
             "The form has expired. Go back, reload the page and try again.",
         ));

@@ -16,6 +16,7 @@ use mcp_oauth_store::UserRow;
 use super::{csrf, normalize_email, password, session};
 use crate::http::error::PageError;
 use crate::http::extract::PageForm;
+use crate::security::Requester;
 use crate::state::AppState;
 
 /// The hash of the current setup token, if setup is open.
@@ -117,6 +118,7 @@ pub async fn setup_get(
 
 pub async fn setup_post(
     State(state): State<AppState>,
+    who: Requester,
     headers: HeaderMap,
     jar: CookieJar,
     PageForm(form): PageForm<SetupForm>,
@@ -127,7 +129,7 @@ pub async fn setup_post(
             "This setup link is not valid. Use the link `mcp-oauth serve` printed.",
         ));
     }
-    if !csrf::verify(&jar, &headers, form.csrf.as_deref(), &state.origin) {
+    if !csrf::verify_post(&state, &who, "setup", &jar, &headers, form.csrf.as_deref()) {
         return render(
             &state,
             jar,

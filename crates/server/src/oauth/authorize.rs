@@ -18,7 +18,7 @@
 //! scratch, so nothing about a pending request needs to be stored between the two.
 
 use mcp_oauth_core::analytics::OAuthEvent;
-use std::net::IpAddr;
+use mcp_oauth_core::security::events::SecurityEvent;
 
 use askama::Template;
 use axum::extract::State;
@@ -32,8 +32,8 @@ use mcp_oauth_core::domain::redirect_uri::RedirectKind;
 use mcp_oauth_core::domain::{ScopeSet, SecretHash};
 use mcp_oauth_core::oauth::authorize::{
     AuthorizeError, AuthorizeParams, ValidAuthorization, consent_required,
-    may_redirect_errors_silently, remembered_consent_applies, response_redirect,
-    validate_authorize,
+    may_redirect_errors_silently, refused_redirect_uri, remembered_consent_applies,
+    response_redirect, validate_authorize,
 };
 use mcp_oauth_core::oauth::client::{Client, ClientKind};
 use mcp_oauth_core::oauth::{ErrorCode, OAuthError};
@@ -41,9 +41,10 @@ use mcp_oauth_store::NewAuthorization;
 
 use super::clients::{self, ClientLookupError};
 use crate::http::error::PageError;
-use crate::http::extract::{ClientIp, PageForm};
+use crate::http::extract::PageForm;
 use crate::identity::session::CurrentUser;
 use crate::identity::{csrf, session};
+use crate::security::Requester;
 use crate::state::AppState;
 
 /// How recently the user must have entered a password to satisfy `prompt=login`.
@@ -97,26 +98,33 @@ pub struct ConsentForm {
 
 pub async fn authorize_get(
     State(state): State<AppState>,
-    ClientIp(client_ip): ClientIp,
+    who: Requester,
     jar: CookieJar,
     uri: Uri,
 ) -> Result<Response, PageError> {
-    handle(&state, client_ip, jar, uri.query().unwrap_or(""), None).await
+    handle(&state, &who, jar, uri.query().unwrap_or(""), None).await
 }
 
 pub async fn authorize_post(
     State(state): State<AppState>,
-    ClientIp(client_ip): ClientIp,
+    who: Requester,
     headers: HeaderMap,
     jar: CookieJar,
     PageForm(form): PageForm<ConsentForm>,
 ) -> Result<Response, PageError> {
-    if !csrf::verify(&jar, &headers, form.csrf.as_deref(), &state.origin) {
+    if !csrf::verify_post(
+        &state,
+        &who,
+        "consent",
+        &jar,
+        &headers,
+        form.csrf.as_deref(),
+    ) {
         return Err(PageError::forbidden(
             "The consent form has expired. Start the connection again from your application.",
         ));
     }
-    handle(&state, client_ip, jar, &form.request, Some(form.decision)).await
+    handle(&state, &who, jar, &form.request, Some(form.decision)).await
 }
 
 /// Parse the query: every parameter at most once (RFC 6749 §3.1), except `resource`.
@@ -214,7 +222,7 @@ fn respond_valid(
 
 async fn handle(
     state: &AppState,
-    client_ip: IpAddr,
+    who: &Requester,
     jar: CookieJar,
     query: &str,
     decision: Option<Decision>,
@@ -226,7 +234,7 @@ async fn handle(
             "The request has no client_id.",
         )
     })?;
-    let client = match clients::resolve(state, client_id, client_ip).await {
+    let client = match clients::resolve(state, client_id, who).await {
         Ok(c) => c,
         Err(ClientLookupError::Throttled) => {
             return Err(PageError::Status {
@@ -249,6 +257,13 @@ async fn handle(
     let valid = match validate_authorize(&params, &client, &state.authorize_policy) {
         Ok(v) => v,
         Err(AuthorizeError::Local(e)) => {
+            if let Some(uri) = refused_redirect_uri(&params, &client) {
+                state
+                    .security
+                    .observed(who, None, Some(client.id.as_str()), |at| {
+                        SecurityEvent::redirect_mismatch(at, "authorize", uri)
+                    });
+            }
             state.analytics.oauth(
                 OAuthEvent::AuthorizationFailed {
                     error: e.code.as_str(),
@@ -266,6 +281,17 @@ async fn handle(
             state: st,
             error,
         }) => {
+            if error.code == ErrorCode::InvalidScope {
+                state
+                    .security
+                    .observed(who, None, Some(client.id.as_str()), |at| {
+                        SecurityEvent::scope_escalation(
+                            at,
+                            params.scope.as_deref().unwrap_or(""),
+                            &error.description,
+                        )
+                    });
+            }
             return respond(
                 state,
                 &client,

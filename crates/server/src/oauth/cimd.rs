@@ -38,6 +38,11 @@ pub enum FetchError {
     /// Refused or unreachable, whatever the reason; the reason is for the log only.
     #[error("the document could not be fetched")]
     Unreachable { cause: String },
+    /// The host is, or resolves only to, addresses we never connect to (loopback, private,
+    /// link-local, metadata services): an SSRF attempt. Answered as `Unreachable` is, so
+    /// the answer tells nothing about the network behind us.
+    #[error("the document could not be fetched")]
+    PrivateAddress { addresses: String },
     #[error("the document answered HTTP {0}")]
     Status(u16),
     #[error("the document is larger than {0} bytes")]
@@ -203,14 +208,25 @@ impl CimdFetcher {
         if let Some(ip) = literal {
             let class = address::classify(ip);
             if !address::may_connect(ip, self.settings.allow_loopback) {
-                return Err(FetchError::Unreachable {
-                    cause: format!("{ip} is refused ({class:?})"),
+                return Err(FetchError::PrivateAddress {
+                    addresses: format!("{ip} ({class:?})"),
                 });
             }
         }
         // `{:?}` keeps the whole chain (resolver, connection, TLS, timeout) for the log.
-        let unreachable = |e: reqwest::Error| FetchError::Unreachable {
-            cause: format!("{:?}", e.without_url()),
+        let unreachable = |e: reqwest::Error| {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = source {
+                if let Some(BlockedAddresses(addresses)) = err.downcast_ref::<BlockedAddresses>() {
+                    return FetchError::PrivateAddress {
+                        addresses: addresses.clone(),
+                    };
+                }
+                source = err.source();
+            }
+            FetchError::Unreachable {
+                cause: format!("{:?}", e.without_url()),
+            }
         };
         let mut response = self
             .http

@@ -2,13 +2,15 @@
 //! document client fetched (and cached in the database, so every instance shares it).
 
 use mcp_oauth_core::analytics::OAuthEvent;
-use std::net::IpAddr;
+use mcp_oauth_core::security::events::SecurityEvent;
 
 use mcp_oauth_core::domain::{ClientId, SecretHash};
 use mcp_oauth_core::oauth::client::{Client, ClientKind, ClientMetadata};
 use mcp_oauth_core::oauth::{ErrorCode, OAuthError, cimd};
 use mcp_oauth_store::ClientRow;
 
+use crate::oauth::cimd::FetchError;
+use crate::security::Requester;
 use crate::state::AppState;
 
 #[derive(Debug)]
@@ -49,16 +51,16 @@ fn unknown(d: impl Into<std::borrow::Cow<'static, str>>) -> ClientLookupError {
     ClientLookupError::NotFound(OAuthError::new(ErrorCode::InvalidClient, d))
 }
 
-/// Resolve `client_id` to a client, for a request from `client_ip` (metadata document
+/// Resolve `client_id` to a client, for a request from `who` (metadata document
 /// fetches are limited per address).
 pub async fn resolve(
     state: &AppState,
     client_id: &str,
-    client_ip: IpAddr,
+    who: &Requester,
 ) -> Result<Client, ClientLookupError> {
     let cimd_settings = state.cimd.settings();
     if cimd_settings.enabled && cimd::is_document_url(client_id, cimd_settings.allow_loopback) {
-        return resolve_document(state, client_id, client_ip).await;
+        return resolve_document(state, client_id, who).await;
     }
     match state.db.find_client(client_id).await? {
         Some(row) => client_from_row(row),
@@ -69,7 +71,7 @@ pub async fn resolve(
 async fn resolve_document(
     state: &AppState,
     client_id: &str,
-    client_ip: IpAddr,
+    who: &Requester,
 ) -> Result<Client, ClientLookupError> {
     let settings = state.cimd.settings();
     let url = cimd::validate_document_url(client_id, settings.allow_loopback)
@@ -91,8 +93,8 @@ async fn resolve_document(
     if let Some(description) = state.cimd.remembered_failure(client_id, now) {
         return Err(unknown(description));
     }
-    if !state.cimd.admit_fetch(client_ip) {
-        tracing::warn!(client_ip = ?client_ip, "client metadata document fetches throttled");
+    if !state.cimd.admit_fetch(who.ip) {
+        tracing::warn!(client_ip = ?who.ip, "client metadata document fetches throttled");
         return Err(ClientLookupError::Throttled);
     }
     let fetched = state.cimd.fetch(&url).await;
@@ -105,6 +107,14 @@ async fn resolve_document(
         Err(e) => {
             // The cause (which address, which DNS or TLS error) stays in the log.
             tracing::warn!(client_id = ?client_id, error = ?e, "client metadata document fetch failed");
+            state
+                .security
+                .observed(who, None, Some(client_id), |at| match &e {
+                    FetchError::PrivateAddress { addresses } => {
+                        SecurityEvent::metadata_document_private_address(at, client_id, addresses)
+                    }
+                    e => SecurityEvent::metadata_document_failed(at, client_id, &e.to_string()),
+                });
             return Err(failed(format!(
                 "client metadata document could not be used: {e}"
             )));
@@ -112,7 +122,12 @@ async fn resolve_document(
     };
     let metadata = match cimd::validate_document(client_id, &doc, &state.registration_policy) {
         Ok(m) => m,
-        Err(e) => return Err(failed(e.description.into_owned())),
+        Err(e) => {
+            state.security.observed(who, None, Some(client_id), |at| {
+                SecurityEvent::metadata_document_failed(at, client_id, &e.description)
+            });
+            return Err(failed(e.description.into_owned()));
+        }
     };
     let row = ClientRow {
         id: client_id.to_owned(),

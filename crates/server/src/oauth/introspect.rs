@@ -16,7 +16,8 @@ use mcp_oauth_core::oauth::client::{Client, ClientKind};
 use super::revoke::looks_like_jwt;
 use super::token::authenticated_client;
 use crate::http::error::{ApiError, no_store};
-use crate::http::extract::{ClientIp, OAuthForm};
+use crate::http::extract::OAuthForm;
+use crate::security::Requester;
 use crate::state::AppState;
 
 fn may_see(caller: &Client, token_client: &str) -> bool {
@@ -82,12 +83,12 @@ async fn introspect(state: &AppState, caller: &Client, token: &str) -> Result<Va
 
 pub async fn introspect_post(
     State(state): State<AppState>,
-    ClientIp(client_ip): ClientIp,
+    who: Requester,
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Response, ApiError> {
     let token = form.single("token")?.to_owned();
-    let caller = authenticated_client(&state, client_ip, &headers, &form).await?;
+    let caller = authenticated_client(&state, &who, &headers, &form).await?;
     if caller.is_public() {
         return Err(
             OAuthError::invalid_client("introspection requires a confidential client").into(),

@@ -20,7 +20,7 @@ use mcp_oauth_core::oauth::{ErrorCode, OAuthError};
 use mcp_oauth_store::{ClientRow, StoreError};
 
 use crate::http::error::{ApiError, no_store};
-use crate::http::extract::ClientIp;
+use crate::security::Requester;
 use crate::state::AppState;
 
 /// Largest registration request accepted.
@@ -50,7 +50,7 @@ fn registration_response(
 
 pub async fn register_post(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    who: Requester,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -61,8 +61,10 @@ pub async fn register_post(
         )
         .into());
     }
+    let ip = who.ip;
     if state.register_limiter.check_key(&ip).is_err() {
         tracing::warn!(%ip, "registration throttled");
+        state.security.registration_refused(&who);
         return Err(OAuthError::new(
             ErrorCode::SlowDown,
             "too many registrations from this address; retry later",
@@ -106,6 +108,7 @@ pub async fn register_post(
         && let Some(existing) = state.db.find_client_by_metadata_hash(hash).await?
     {
         state.db.touch_client(&existing.id, now).await?;
+        report_registration(&state, &who, &metadata, &existing.id);
         return created(registration_response(
             &metadata,
             &existing.id,
@@ -150,6 +153,7 @@ pub async fn register_post(
     state
         .analytics
         .oauth(OAuthEvent::ClientRegistered, None, Some(&row.id));
+    report_registration(&state, &who, &metadata, &row.id);
     created(registration_response(
         &metadata,
         &row.id,
@@ -162,4 +166,14 @@ fn created(body: Value) -> Result<Response, ApiError> {
     let mut r = (StatusCode::CREATED, Json(body)).into_response();
     no_store(&mut r);
     Ok(r)
+}
+
+/// Count a registration for the churn detector, by client name and redirect URIs.
+fn report_registration(state: &AppState, who: &Requester, metadata: &ClientMetadata, id: &str) {
+    state.security.registered(
+        who,
+        id,
+        metadata.client_name.as_deref().unwrap_or(""),
+        &metadata.redirect_uris,
+    );
 }

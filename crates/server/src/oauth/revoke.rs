@@ -11,7 +11,8 @@ use mcp_oauth_core::domain::SecretHash;
 
 use super::token::authenticated_client;
 use crate::http::error::{ApiError, no_store};
-use crate::http::extract::{ClientIp, OAuthForm};
+use crate::http::extract::OAuthForm;
+use crate::security::Requester;
 use crate::state::AppState;
 
 /// JWTs have three dot-separated parts; our refresh tokens have none.
@@ -21,12 +22,12 @@ pub fn looks_like_jwt(token: &str) -> bool {
 
 pub async fn revoke_post(
     State(state): State<AppState>,
-    ClientIp(client_ip): ClientIp,
+    who: Requester,
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Response, ApiError> {
     let token = form.single("token")?.to_owned();
-    let client = authenticated_client(&state, client_ip, &headers, &form).await?;
+    let client = authenticated_client(&state, &who, &headers, &form).await?;
     let now = state.clock.now();
 
     if looks_like_jwt(&token) {

@@ -2,7 +2,7 @@
 //! Every response, success or error, carries `Cache-Control: no-store`.
 
 use mcp_oauth_core::analytics::OAuthEvent;
-use std::net::IpAddr;
+use mcp_oauth_core::security::events::{SecurityEvent, SecurityEventKind};
 
 use axum::Json;
 use axum::extract::State;
@@ -29,14 +29,15 @@ use mcp_oauth_store::{NewRefreshToken, RefreshRow, RotateOutcome};
 
 use super::clients::{self, ClientLookupError};
 use crate::http::error::{ApiError, no_store};
-use crate::http::extract::{ClientIp, OAuthForm};
+use crate::http::extract::OAuthForm;
+use crate::security::Requester;
 use crate::state::AppState;
 
 /// Authenticate the client a request at the token, revocation or introspection endpoint
 /// claims to be.
 pub async fn authenticated_client(
     state: &AppState,
-    client_ip: IpAddr,
+    who: &Requester,
     headers: &HeaderMap,
     form: &OAuthForm,
 ) -> Result<Client, ApiError> {
@@ -51,7 +52,7 @@ pub async fn authenticated_client(
         form.get("client_id"),
         form.get("client_secret"),
     )?;
-    let client = match clients::resolve(state, presented.client_id(), client_ip).await {
+    let client = match clients::resolve(state, presented.client_id(), who).await {
         Ok(c) => c,
         Err(ClientLookupError::Throttled) => {
             return Err(OAuthError::new(
@@ -66,18 +67,25 @@ pub async fn authenticated_client(
         }
         Err(ClientLookupError::Internal(e)) => return Err(ApiError::Internal(e)),
     };
-    authenticate_client(&presented, &client)?;
+    if let Err(e) = authenticate_client(&presented, &client) {
+        state
+            .security
+            .observed(who, None, Some(client.id.as_str()), |at| {
+                SecurityEvent::invalid_client_credentials(at, presented.method().as_str())
+            });
+        return Err(e.into());
+    }
     Ok(client)
 }
 
 pub async fn token_post(
     State(state): State<AppState>,
-    ClientIp(client_ip): ClientIp,
+    who: Requester,
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Response, ApiError> {
     let mut authenticated = None;
-    let result = grant(&state, client_ip, &headers, &form, &mut authenticated).await;
+    let result = grant(&state, &who, &headers, &form, &mut authenticated).await;
     match &result {
         Err(ApiError::OAuth(e)) => state.analytics.oauth(
             OAuthEvent::TokenFailed {
@@ -113,13 +121,13 @@ fn grant_type_name(presented: Option<&str>) -> &'static str {
 /// authenticated.
 async fn grant(
     state: &AppState,
-    client_ip: std::net::IpAddr,
+    who: &Requester,
     headers: &HeaderMap,
     form: &OAuthForm,
     authenticated: &mut Option<String>,
 ) -> Result<Response, ApiError> {
     let request = parse_token_request(&form.0)?;
-    let client = authenticated_client(state, client_ip, headers, form).await?;
+    let client = authenticated_client(state, who, headers, form).await?;
     *authenticated = Some(client.id.as_str().to_owned());
     let response = match request {
         TokenRequest::AuthorizationCode {
@@ -130,6 +138,7 @@ async fn grant(
         } => {
             authorization_code(
                 state,
+                who,
                 &client,
                 &code,
                 redirect_uri.as_deref(),
@@ -142,7 +151,17 @@ async fn grant(
             refresh_token,
             scope,
             resource,
-        } => refresh(state, &client, &refresh_token, scope.as_deref(), &resource).await?,
+        } => {
+            refresh(
+                state,
+                who,
+                &client,
+                &refresh_token,
+                scope.as_deref(),
+                &resource,
+            )
+            .await?
+        }
         TokenRequest::ClientCredentials { scope, resource } => {
             client_credentials(state, &client, scope.as_deref(), &resource).await?
         }
@@ -159,6 +178,12 @@ async fn grant(
     let mut r = Json(response).into_response();
     no_store(&mut r);
     Ok(r)
+}
+
+/// The grant a code or refresh token belongs to.
+struct GrantOf<'a> {
+    id: &'a str,
+    user_id: Option<&'a str>,
 }
 
 struct Issue<'a> {
@@ -210,21 +235,34 @@ fn new_refresh(
 /// Revoke a grant because of a replay, publish it at once, and log it as a security event.
 async fn revoke_for_replay(
     state: &AppState,
-    grant_id: &str,
+    who: &Requester,
+    grant: &GrantOf<'_>,
     reason: &str,
     client: &Client,
 ) -> Result<(), ApiError> {
-    let event = if reason == "refresh_token_reused" {
+    let refresh = reason == "refresh_token_reused";
+    let event = if refresh {
         OAuthEvent::RefreshReuseDetected
     } else {
         OAuthEvent::CodeReplayDetected
     };
+    let grant_id = grant.id;
     state.analytics.oauth(event, None, Some(client.id.as_str()));
     let now = state.clock.now();
-    state
+    let revoked = state
         .db
         .revoke_grant(grant_id, now, reason, state.revocation_ttl())
-        .await?;
+        .await;
+    state
+        .security
+        .observed(who, grant.user_id, Some(client.id.as_str()), |at| {
+            if refresh {
+                SecurityEvent::refresh_reuse(at, revoked.is_ok())
+            } else {
+                SecurityEvent::code_replay(at, revoked.is_ok())
+            }
+        });
+    revoked?;
     state
         .revocations
         .revoke_grant(grant_id, now + state.revocation_ttl());
@@ -234,6 +272,7 @@ async fn revoke_for_replay(
 
 async fn authorization_code(
     state: &AppState,
+    who: &Requester,
     client: &Client,
     code: &str,
     redirect_uri: Option<&str>,
@@ -268,13 +307,29 @@ async fn authorization_code(
         code_verifier,
         resource,
     };
+    let grant = GrantOf {
+        id: &row.grant_id,
+        user_id: row.user_id.as_deref(),
+    };
     match check_code_exchange(&stored, &exchange, now) {
         Ok(()) => {}
         Err(CodeRejection::Replayed) => {
-            revoke_for_replay(state, &row.grant_id, "authorization_code_replayed", client).await?;
+            revoke_for_replay(state, who, &grant, "authorization_code_replayed", client).await?;
             return Err(OAuthError::invalid_grant("authorization code was already used").into());
         }
         Err(CodeRejection::Rejected(e)) => return Err(e.into()),
+        Err(CodeRejection::Suspicious(kind, e)) => {
+            state
+                .security
+                .observed(who, grant.user_id, Some(client.id.as_str()), |at| {
+                    if kind == SecurityEventKind::PkceMismatch {
+                        SecurityEvent::pkce_mismatch(at, "S256")
+                    } else {
+                        SecurityEvent::redirect_mismatch(at, "token", redirect_uri.unwrap_or(""))
+                    }
+                });
+            return Err(e.into());
+        }
     }
 
     // Refresh tokens for clients registered for the grant, or that asked for offline_access.
@@ -311,7 +366,7 @@ async fn authorization_code(
         .await?
     {
         // A concurrent request consumed it between our read and our write.
-        revoke_for_replay(state, &row.grant_id, "authorization_code_replayed", client).await?;
+        revoke_for_replay(state, who, &grant, "authorization_code_replayed", client).await?;
         return Err(OAuthError::invalid_grant("authorization code was already used").into());
     }
     tracing::info!(client_id = ?client.id.as_str(), grant_id = ?row.grant_id, "tokens issued for an authorization code");
@@ -351,6 +406,7 @@ fn stored_refresh(row: &RefreshRow) -> Result<StoredRefreshToken, ApiError> {
 
 async fn refresh(
     state: &AppState,
+    who: &Requester,
     client: &Client,
     token: &str,
     scope: Option<&str>,
@@ -377,10 +433,31 @@ async fn refresh(
         ) {
             Ok(ok) => ok,
             Err(RefreshRejection::Reused) => {
-                revoke_for_replay(state, &row.grant_id, "refresh_token_reused", client).await?;
+                let grant = GrantOf {
+                    id: &row.grant_id,
+                    user_id: row.user_id.as_deref(),
+                };
+                revoke_for_replay(state, who, &grant, "refresh_token_reused", client).await?;
                 return Err(OAuthError::invalid_grant("refresh token was already used").into());
             }
-            Err(RefreshRejection::Rejected(e)) => return Err(e.into()),
+            Err(RefreshRejection::Rejected(e)) => {
+                if e.code == ErrorCode::InvalidScope {
+                    // More than the grant holds: a refresh cannot widen a grant.
+                    state.security.observed(
+                        who,
+                        row.user_id.as_deref(),
+                        Some(client.id.as_str()),
+                        |at| {
+                            SecurityEvent::scope_escalation(
+                                at,
+                                scope.unwrap_or(""),
+                                &stored.scope.to_string(),
+                            )
+                        },
+                    );
+                }
+                return Err(e.into());
+            }
         };
         // Signed before anything is written: nothing after the point of issue may fail.
         let subject = row.user_id.as_deref().unwrap_or(client.id.as_str());

@@ -28,9 +28,12 @@ use mcp_oauth_core::domain::ScopeSet;
 use mcp_oauth_core::oauth::access_token::{ClaimsError, validate_claims};
 use mcp_oauth_core::resource::bearer::{self, BearerError, Credentials};
 use mcp_oauth_core::resource::challenge::{BearerErrorCode, Challenge};
+use mcp_oauth_core::security::events::SecurityEvent;
 
 use super::{Principal, ProtectedResource, VerifiedToken};
 use crate::http::middleware::{announce_close, has_body};
+use crate::keys::VerifyError;
+use crate::security::Requester;
 use crate::state::AppState;
 
 /// Clock skew tolerated on `exp` and `nbf`, seconds.
@@ -77,6 +80,20 @@ fn challenge(
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     r
+}
+
+/// Report a refused token (`event` is only built when monitoring is on).
+fn report(
+    state: &AppState,
+    req: &Request,
+    user: Option<&str>,
+    client: Option<&str>,
+    event: impl FnOnce(i64) -> SecurityEvent,
+) {
+    if state.security.enabled() {
+        let who = Requester::of(req.extensions(), req.headers(), state);
+        state.security.observed(&who, user, client, event);
+    }
 }
 
 pub async fn require_bearer(
@@ -130,6 +147,13 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
             ));
         }
         Err(e @ (BearerError::InQuery | BearerError::Repeated)) => {
+            let reason = match e {
+                BearerError::InQuery => "token_in_query",
+                _ => "repeated_authorization",
+            };
+            report(state, &req, None, None, |at| {
+                SecurityEvent::invalid_token(at, reason)
+            });
             return Err(challenge(
                 protected,
                 Some(BearerErrorCode::InvalidRequest),
@@ -138,6 +162,9 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
             ));
         }
         Err(e @ BearerError::Malformed) => {
+            report(state, &req, None, None, |at| {
+                SecurityEvent::invalid_token(at, "malformed_authorization")
+            });
             return Err(challenge(
                 protected,
                 Some(BearerErrorCode::InvalidToken),
@@ -169,10 +196,23 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
                 state.verified_tokens.insert(&token, verified.clone());
                 verified
             }
-            Err(_) => return Err(invalid("the access token is not one this server issued")),
+            Err(e) => {
+                report(state, &req, None, None, |at| match &e {
+                    VerifyError::Invalid => SecurityEvent::invalid_token(at, "not_our_jwt"),
+                    VerifyError::BadSignature => {
+                        SecurityEvent::forged_token(at, "bad_signature", None)
+                    }
+                    VerifyError::UnknownKey(kid) => {
+                        SecurityEvent::forged_token(at, "unknown_key_id", Some(kid))
+                    }
+                });
+                return Err(invalid("the access token is not one this server issued"));
+            }
         },
     };
     let claims = &verified.claims;
+    let user = (!claims.is_client_only()).then_some(claims.sub.as_str());
+    let client = Some(claims.client_id.as_str());
     match validate_claims(
         claims,
         &state.settings.issuer,
@@ -181,12 +221,27 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
         LEEWAY,
     ) {
         Ok(()) => {}
-        Err(ClaimsError::WrongAudience) => {
-            return Err(invalid("the access token was issued for another resource"));
+        Err(e) => {
+            report(state, &req, user, client, |at| match e {
+                ClaimsError::WrongAudience => {
+                    SecurityEvent::token_for_other_resource(at, &claims.jti, &claims.aud)
+                }
+                ClaimsError::Expired => SecurityEvent::expired_token(at, &claims.jti, claims.exp),
+                ClaimsError::NotYetValid => SecurityEvent::invalid_token(at, "not_yet_valid"),
+                ClaimsError::WrongIssuer => SecurityEvent::invalid_token(at, "wrong_issuer"),
+            });
+            return Err(invalid(&match e {
+                ClaimsError::WrongAudience => {
+                    "the access token was issued for another resource".to_owned()
+                }
+                e => e.to_string(),
+            }));
         }
-        Err(e) => return Err(invalid(&e.to_string())),
     }
     if claims.is_client_only() && !protected.accepts_client_tokens {
+        report(state, &req, user, client, |at| {
+            SecurityEvent::invalid_token(at, "client_credentials_token")
+        });
         return Err(invalid(
             "this resource accepts only tokens issued for a user, not client credentials",
         ));
@@ -195,6 +250,9 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
         .revocations
         .is_revoked(&claims.jti, claims.gid.as_deref())
     {
+        report(state, &req, user, client, |at| {
+            SecurityEvent::revoked_token(at, &claims.jti)
+        });
         return Err(invalid("the access token has been revoked"));
     }
     let granted = &verified.scopes;
@@ -223,6 +281,17 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
         Some(extra) => std::borrow::Cow::Owned(protected.base_scopes.union(&extra)),
     };
     if !state.scope_hierarchy.missing(granted, &required).is_empty() {
+        if state.security.enabled() {
+            let who = Requester::of(req.extensions(), req.headers(), state);
+            let required = required.to_string();
+            state.security.insufficient_scope(
+                &who,
+                &claims.jti,
+                &required,
+                user,
+                &claims.client_id,
+            );
+        }
         return Err(challenge(
             protected,
             Some(BearerErrorCode::InsufficientScope),
@@ -231,6 +300,12 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
         ));
     }
 
+    if state.security.enabled() {
+        let who = Requester::of(req.extensions(), req.headers(), state);
+        state
+            .security
+            .token_used(&who, &claims.jti, user, &claims.client_id);
+    }
     let mut req = req;
     req.extensions_mut().insert(Principal {
         subject: claims.sub.clone(),

@@ -30,6 +30,7 @@ mod metadata;
 mod metrics;
 mod registration;
 mod revocation;
+mod security;
 mod setup;
 mod tls;
 mod token_code;

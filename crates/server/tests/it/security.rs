@@ -1,0 +1,616 @@
+//! Security monitoring (issue 8): each detector driven by real HTTP traffic, with the event,
+//! its level and score, and the answer the attacker got.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use mcp_oauth_store::{SecurityEventRow, SecurityFilter};
+
+use crate::helpers::{Browser, PASSWORD, Pkce, TestApp, initialize, spawn_app_with};
+
+const EMAIL: &str = "alice@example.com";
+const REDIRECT: &str = "http://127.0.0.1:7777/callback";
+
+/// A server behind a trusted proxy on loopback (so browsers can come from other addresses),
+/// storing events every 50 ms, with millisecond sign-in delays.
+async fn app() -> TestApp {
+    spawn_app_with(|raw| {
+        raw.trusted_proxies = vec!["127.0.0.1/32".into()];
+        raw.analytics.flush_interval_ms = 50;
+        raw.login.base_delay_ms = 1;
+        raw.login.max_delay_ms = 5;
+    })
+    .await
+}
+
+/// Every stored event, oldest first.
+async fn all_events(app: &TestApp) -> Vec<SecurityEventRow> {
+    let filter = SecurityFilter {
+        from: 0,
+        to: i64::MAX,
+        ..SecurityFilter::default()
+    };
+    let mut rows = app
+        .state
+        .db
+        .security_events(&filter, 100_000)
+        .await
+        .unwrap();
+    rows.reverse();
+    rows
+}
+
+/// The stored events once `done` holds for them (the writer stores in the background).
+async fn events_when(
+    app: &TestApp,
+    done: impl Fn(&[SecurityEventRow]) -> bool,
+) -> Vec<SecurityEventRow> {
+    for _ in 0..200 {
+        let rows = all_events(app).await;
+        if done(&rows) {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("events never matched: {:#?}", all_events(app).await);
+}
+
+fn of_kind<'a>(rows: &'a [SecurityEventRow], kind: &str) -> Vec<&'a SecurityEventRow> {
+    rows.iter().filter(|r| r.kind == kind).collect()
+}
+
+fn count(rows: &[SecurityEventRow], kind: &str) -> usize {
+    of_kind(rows, kind).len()
+}
+
+/// Events written so far settle: after `quiet`, nothing new arrives.
+async fn settled(app: &TestApp) -> Vec<SecurityEventRow> {
+    let mut last = all_events(app).await.len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let rows = all_events(app).await;
+        if rows.len() == last {
+            return rows;
+        }
+        last = rows.len();
+    }
+}
+
+#[tokio::test]
+async fn twenty_wrong_passwords_are_a_brute_force_and_lock_the_account() {
+    let app = app().await;
+    let user_id = app.create_user(EMAIL, false).await;
+    let attacker = Browser::from_ip(&app, "198.51.100.7");
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let r = attacker.login(EMAIL, &format!("guess {i}")).await;
+        statuses.push(r.status());
+    }
+    // Ten checked (the tenth locks this address out of the account), ten refused unchecked.
+    let limit = app.state.settings.login.account_ip_lockout_after as usize;
+    assert_eq!(limit, 10);
+    assert!(
+        statuses[..limit]
+            .iter()
+            .all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses[limit..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+
+    let rows = events_when(&app, |r| {
+        count(r, "sign_in_failed") == 20 && count(r, "brute_force_ip") == 1
+    })
+    .await;
+    let failed = of_kind(&rows, "sign_in_failed");
+    assert!(failed.iter().all(|e| e.level == "notice" && e.score == 20));
+    assert!(
+        failed
+            .iter()
+            .all(|e| e.ip.as_deref() == Some("198.51.100.7"))
+    );
+    assert!(
+        failed
+            .iter()
+            .all(|e| e.user_id.as_deref() == Some(user_id.as_str()))
+    );
+    assert_eq!(failed[0].evidence["reason"], "wrong_password");
+    assert_eq!(failed[19].evidence["reason"], "locked");
+    assert_eq!(failed[0].evidence["account"], EMAIL);
+
+    // Reported at the threshold and at its doubling, scored by the rubric.
+    let brute: Vec<(i64, &str, i64)> = of_kind(&rows, "brute_force_account")
+        .iter()
+        .map(|e| {
+            (
+                e.evidence["failures"].as_i64().unwrap(),
+                e.level.as_str(),
+                e.score,
+            )
+        })
+        .collect();
+    assert_eq!(brute, [(10, "warning", 75), (20, "critical", 80)]);
+    let by_ip = of_kind(&rows, "brute_force_ip");
+    assert_eq!((by_ip[0].score, by_ip[0].level.as_str()), (80, "critical"));
+
+    let locked = of_kind(&rows, "account_locked");
+    assert_eq!(locked.len(), 1, "one lock, reported once");
+    assert_eq!((locked[0].level.as_str(), locked[0].score), ("warning", 50));
+    assert_eq!(locked[0].user_id.as_deref(), Some(user_id.as_str()));
+    assert_eq!(locked[0].evidence["failures"], 10);
+    // No secret is kept: not one of the guessed passwords appears anywhere.
+    let stored =
+        serde_json::to_string(&rows.iter().map(|r| &r.evidence).collect::<Vec<_>>()).unwrap();
+    assert!(!stored.contains("guess"), "{stored}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_parallel_wrong_passwords_lock_and_report_exactly_as_sequential_ones() {
+    let app = app().await;
+    app.create_user(EMAIL, false).await;
+    let attacker = Browser::from_ip(&app, "198.51.100.8");
+    let page = attacker.get("/login").await.text().await.unwrap();
+    let csrf = crate::helpers::hidden_field(&page, "csrf").unwrap();
+    let guesses: Vec<_> = (0..50)
+        .map(|i| {
+            let (browser, csrf) = (attacker.clone(), csrf.clone());
+            tokio::spawn(async move {
+                let password = format!("parallel guess {i}");
+                browser
+                    .post_form(
+                        "/login",
+                        &[("email", EMAIL), ("password", &password), ("csrf", &csrf)],
+                    )
+                    .await
+                    .status()
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for g in guesses {
+        match g.await.unwrap() {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(checked, 10, "exactly the limit is checked");
+    let rows = events_when(&app, |r| count(r, "sign_in_failed") == 50).await;
+    let rows = {
+        let _ = rows;
+        settled(&app).await
+    };
+    assert_eq!(
+        count(&rows, "account_locked"),
+        1,
+        "one lock, whatever the interleaving"
+    );
+    let stages: Vec<i64> = of_kind(&rows, "brute_force_account")
+        .iter()
+        .map(|e| e.evidence["failures"].as_i64().unwrap())
+        .collect();
+    assert_eq!(stages, [10, 20, 40]);
+    assert_eq!(
+        of_kind(&rows, "sign_in_failed")
+            .iter()
+            .filter(|e| e.evidence["reason"] == "wrong_password")
+            .count(),
+        10
+    );
+}
+
+#[tokio::test]
+async fn failures_on_many_accounts_from_one_address_are_credential_stuffing() {
+    let app = app().await;
+    let stuffer = Browser::from_ip(&app, "198.51.100.9");
+    for i in 0..5 {
+        stuffer
+            .login(&format!("victim{i}@example.com"), "hunter2")
+            .await;
+    }
+    let rows = events_when(&app, |r| count(r, "credential_stuffing") == 1).await;
+    let e = of_kind(&rows, "credential_stuffing")[0];
+    assert_eq!(
+        (e.level.as_str(), e.score, e.evidence["accounts"].as_i64()),
+        ("critical", 90, Some(5))
+    );
+    // Unknown accounts are not named: a mistyped email may be someone's password.
+    let failed = of_kind(&rows, "sign_in_failed");
+    assert!(
+        failed
+            .iter()
+            .all(|e| e.evidence["reason"] == "unknown_account")
+    );
+    assert!(failed.iter().all(|e| e.evidence.get("account").is_none()));
+}
+
+#[tokio::test]
+async fn a_replayed_code_is_a_critical_event_and_its_tokens_stop_working() {
+    let app = app().await;
+    let client_id = app.register_public_client(REDIRECT).await;
+    let browser = app.signed_in_browser("bob@example.com").await;
+    let pkce = Pkce::new();
+    let code = app
+        .get_code(&browser, &client_id, REDIRECT, &pkce, &[])
+        .await;
+    let first: Value = app
+        .exchange(&client_id, &code, REDIRECT, &pkce)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = first["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.mcp_send(Some(&access), None, &initialize(1))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let replay = app.exchange(&client_id, &code, REDIRECT, &pkce).await;
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    let after = app.mcp_send(Some(&access), None, &initialize(2)).await;
+    assert_eq!(
+        after.status,
+        StatusCode::UNAUTHORIZED,
+        "the token from the replayed code is dead"
+    );
+
+    let rows = events_when(&app, |r| {
+        count(r, "code_replay") == 1 && count(r, "revoked_token") == 1
+    })
+    .await;
+    let e = of_kind(&rows, "code_replay")[0];
+    assert_eq!((e.level.as_str(), e.score), ("critical", 90));
+    assert_eq!(e.client_id.as_deref(), Some(client_id.as_str()));
+    assert!(e.user_id.is_some(), "the grant's user is named");
+    assert_eq!(e.evidence["grant_revoked"], true);
+    assert!(e.request_id.is_some());
+    let revoked = of_kind(&rows, "revoked_token")[0];
+    assert_eq!((revoked.level.as_str(), revoked.score), ("warning", 50));
+    assert_eq!(
+        revoked.evidence["token_id"],
+        crate::helpers::jwt_claims(&access)["jti"]
+    );
+    assert!(
+        !serde_json::to_string(&rows.iter().map(|r| &r.evidence).collect::<Vec<_>>())
+            .unwrap()
+            .contains(&code),
+        "the code itself is never stored"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_verifier_and_a_wrong_redirect_at_the_token_endpoint_are_reported() {
+    let app = app().await;
+    let client_id = app.register_public_client(REDIRECT).await;
+    let browser = app.signed_in_browser("carol@example.com").await;
+    let pkce = Pkce::new();
+    let code = app
+        .get_code(&browser, &client_id, REDIRECT, &pkce, &[])
+        .await;
+    let wrong = Pkce::new();
+    assert_eq!(
+        app.exchange(&client_id, &code, REDIRECT, &wrong)
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    let elsewhere = "http://127.0.0.1:7777/elsewhere";
+    assert_eq!(
+        app.exchange(&client_id, &code, elsewhere, &pkce)
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    let rows = events_when(&app, |r| {
+        count(r, "pkce_mismatch") == 1 && count(r, "redirect_mismatch") == 1
+    })
+    .await;
+    assert_eq!(of_kind(&rows, "pkce_mismatch")[0].score, 60);
+    let r = of_kind(&rows, "redirect_mismatch")[0];
+    assert_eq!(
+        (
+            r.evidence["step"].as_str(),
+            r.evidence["redirect_uri"].as_str()
+        ),
+        (Some("token"), Some(elsewhere))
+    );
+
+    // At /authorize, an unregistered redirect URI is refused on our page and reported.
+    let url = app.authorize_url(&client_id, "https://evil.example/cb", &Pkce::new(), &[]);
+    assert_eq!(
+        app.authorize(&browser, &url).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    let rows = events_when(&app, |r| count(r, "redirect_mismatch") == 2).await;
+    assert_eq!(
+        of_kind(&rows, "redirect_mismatch")[1].evidence["redirect_uri"],
+        "https://evil.example/cb"
+    );
+}
+
+/// A JWT with our header shape, `kid`, and a signature that is not ours.
+fn forged(kid: &str, claims: &Value) -> String {
+    let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid});
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    format!(
+        "{}.{}.{}",
+        b64(&header),
+        b64(claims),
+        URL_SAFE_NO_PAD.encode([7u8; 64])
+    )
+}
+
+#[tokio::test]
+async fn forged_expired_and_foreign_tokens_are_each_their_own_event() {
+    let app = app().await;
+    // A first request without a token is discovery, not an attack: no event.
+    assert_eq!(
+        app.mcp_send(None, None, &initialize(1)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let claims = json!({"iss": app.url, "sub": "x", "aud": app.mcp_resource(), "client_id": "c",
+        "scope": "mcp", "exp": app.clock.now() + 600, "iat": app.clock.now(), "jti": "j1"});
+    let unknown_kid = forged("not-a-key-of-ours", &claims);
+    assert_eq!(
+        app.mcp_send(Some(&unknown_kid), None, &initialize(1))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // One of our tokens with its signature replaced.
+    let real = app.mint_access_token(|_| {});
+    let mut parts: Vec<&str> = real.split('.').collect();
+    let bad_sig = URL_SAFE_NO_PAD.encode([9u8; 64]);
+    parts[2] = &bad_sig;
+    let tampered = parts.join(".");
+    assert_eq!(
+        app.mcp_send(Some(&tampered), None, &initialize(1))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let foreign = app.mint_access_token(|c| c.aud = "https://other.example/mcp".into());
+    assert_eq!(
+        app.mcp_send(Some(&foreign), None, &initialize(1))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let expired = app.mint_access_token(|c| c.exp = c.iat - 60);
+    assert_eq!(
+        app.mcp_send(Some(&expired), None, &initialize(1))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.mcp_send(Some("garbage"), None, &initialize(1))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let rows = events_when(&app, |r| r.len() >= 5).await;
+    let rows = {
+        let _ = rows;
+        settled(&app).await
+    };
+    let summary: Vec<(&str, &str, i64, Option<&str>)> = rows
+        .iter()
+        .map(|e| {
+            let reason = e.evidence.get("reason").and_then(Value::as_str);
+            (e.kind.as_str(), e.level.as_str(), e.score, reason)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("forged_token", "critical", 90, Some("unknown_key_id")),
+            ("forged_token", "critical", 90, Some("bad_signature")),
+            ("token_for_other_resource", "warning", 70, None),
+            ("expired_token", "info", 5, None),
+            ("invalid_token", "notice", 20, Some("not_our_jwt")),
+        ]
+    );
+    assert_eq!(rows[0].evidence["key_id"], "not-a-key-of-ours");
+    assert_eq!(rows[2].evidence["audience"], "https://other.example/mcp");
+    assert_eq!(rows[2].client_id.as_deref(), Some("minted-client"));
+}
+
+#[tokio::test]
+async fn a_metadata_document_url_resolving_to_loopback_is_refused_and_recorded() {
+    let app = app().await; // `cimd.allow_loopback` is off, as in production
+    let client_id = "https://localhost:9/client.json";
+    let browser = app.signed_in_browser("dave@example.com").await;
+    let url = app.authorize_url(client_id, REDIRECT, &Pkce::new(), &[]);
+    let r = app.authorize(&browser, &url).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("could not be fetched"),
+        "the answer names no address: {page}"
+    );
+    assert!(!page.contains("127.0.0.1"));
+
+    let rows = events_when(&app, |r| count(r, "metadata_document_private_address") == 1).await;
+    let e = of_kind(&rows, "metadata_document_private_address")[0];
+    assert_eq!((e.level.as_str(), e.score), ("critical", 80));
+    assert_eq!(e.evidence["url"], client_id);
+    assert!(
+        e.evidence["address"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1"),
+        "{:?}",
+        e.evidence
+    );
+}
+
+#[tokio::test]
+async fn probe_paths_and_many_missing_paths_are_a_scanner() {
+    let app = app().await;
+    let get = |path: &'static str| {
+        let http = app.http.clone();
+        let url = format!("{}{path}", app.url);
+        async move {
+            http.get(url)
+                .header("x-forwarded-for", "203.0.113.50")
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(get("/.env").await, StatusCode::NOT_FOUND);
+    let rows = events_when(&app, |r| count(r, "scanner") == 1).await;
+    let e = of_kind(&rows, "scanner")[0];
+    assert_eq!(
+        (e.level.as_str(), e.score, e.ip.as_deref()),
+        ("notice", 25, Some("203.0.113.50"))
+    );
+    assert_eq!(e.evidence["path"], "/.env");
+    for _ in 0..20 {
+        assert_eq!(get("/no-such-page").await, StatusCode::NOT_FOUND);
+    }
+    let rows = events_when(&app, |r| count(r, "scanner") == 2).await;
+    assert_eq!(of_kind(&rows, "scanner")[1].evidence["repeats"], 20);
+}
+
+#[tokio::test]
+async fn a_form_posted_without_its_csrf_token_is_reported() {
+    let app = app().await;
+    let browser = Browser::new(&app);
+    browser.get("/login").await;
+    let r = browser
+        .post_form("/login", &[("email", EMAIL), ("password", PASSWORD)])
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let rows = events_when(&app, |r| count(r, "csrf_failure") == 1).await;
+    let e = of_kind(&rows, "csrf_failure")[0];
+    assert_eq!(
+        (e.evidence["form"].as_str(), e.evidence["check"].as_str()),
+        (Some("sign_in"), Some("missing_token"))
+    );
+    assert_eq!(count(&rows, "sign_in_failed"), 0, "no password was checked");
+}
+
+#[tokio::test]
+async fn security_events_can_be_turned_off() {
+    let app = spawn_app_with(|raw| {
+        raw.security.enabled = false;
+        raw.analytics.flush_interval_ms = 50;
+    })
+    .await;
+    app.http
+        .get(format!("{}/.env", app.url))
+        .send()
+        .await
+        .unwrap();
+    Browser::new(&app).login("nobody@example.com", "x").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(all_events(&app).await.is_empty());
+}
+
+/// `mcp-oauth security events` on `app`'s database with `args`; its standard output.
+fn cli(app: &TestApp, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"))
+        .env_clear()
+        .env("MCP_OAUTH_DATABASE_URL", &app.database_url)
+        .env(
+            "MCP_OAUTH_KEYS__ENCRYPTION_KEY",
+            crate::helpers::TEST_ENCRYPTION_KEY,
+        )
+        .args(["security", "events"])
+        .args(args)
+        .output()
+        .expect("run mcp-oauth");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_command_line_prints_one_json_object_per_event_with_filters() {
+    let app = app().await;
+    let user_id = app.create_user(EMAIL, false).await;
+    Browser::from_ip(&app, "198.51.100.20")
+        .login(EMAIL, "wrong")
+        .await;
+    app.http
+        .get(format!("{}/.git/config", app.url))
+        .header("x-forwarded-for", "203.0.113.60")
+        .send()
+        .await
+        .unwrap();
+    events_when(&app, |r| r.len() == 2).await;
+    // The app's clock is a manual one: give the range around it.
+    let at = |offset: i64| {
+        mcp_oauth_core::analytics::summary::rfc3339((app.clock.now() + offset) * 1000)
+    };
+    let (from, to) = (at(-3600), at(3600));
+    let range = ["--from", from.as_str(), "--to", to.as_str()];
+
+    let all = cli(&app, &[&range[..], &["--json"]].concat());
+    let lines: Vec<Value> = all
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{all}");
+    let signin = &lines[0];
+    assert_eq!(signin["type"], "sign_in_failed");
+    assert_eq!(signin["level"], "notice");
+    assert_eq!(signin["score"], 20);
+    assert_eq!(signin["ip"], "198.51.100.20");
+    assert_eq!(signin["user"], EMAIL);
+    assert_eq!(signin["user_id"], user_id.as_str());
+    assert_eq!(signin["evidence"]["reason"], "wrong_password");
+    assert!(signin["time"].as_str().unwrap().ends_with('Z'));
+    assert!(signin.get("client_id").is_some());
+    assert_eq!(lines[1]["type"], "scanner");
+
+    let scanners = cli(
+        &app,
+        &[&range[..], &["--json", "--type", "scanner"]].concat(),
+    );
+    assert_eq!(scanners.lines().count(), 1);
+    let by_user = cli(&app, &[&range[..], &["--json", "--user", EMAIL]].concat());
+    assert_eq!(by_user.lines().count(), 1);
+    let by_ip = cli(&app, &[&range[..], &["--ip", "203.0.113.60"]].concat());
+    assert!(
+        by_ip.contains("scanner") && by_ip.contains("ip=203.0.113.60"),
+        "{by_ip}"
+    );
+    assert!(cli(&app, &[&range[..], &["--level", "warning"]].concat()).is_empty());
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"))
+        .env_clear()
+        .env("MCP_OAUTH_DATABASE_URL", &app.database_url)
+        .env(
+            "MCP_OAUTH_KEYS__ENCRYPTION_KEY",
+            crate::helpers::TEST_ENCRYPTION_KEY,
+        )
+        .args(["security", "events", "--type", "nope"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("code_replay"),
+        "the error lists the types"
+    );
+}
