@@ -200,6 +200,8 @@ async fn spawn(name: &str, edit: impl FnOnce(&mut RawSettings)) -> (AppState, St
     // One user holds a session per connection here, more than the default cap of 16.
     raw.mcp.max_sessions_per_user = 1000;
     edit(&mut raw);
+    // These figures are of the work itself; rate limits would refuse most of a load test.
+    raw.rate_limits.enabled = false;
     let settings = raw.validate().unwrap();
     let db = connect_db(&settings.database_url).await.unwrap();
     let app = Application::build_on(settings, Clock::system(), db, listener)

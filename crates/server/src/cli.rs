@@ -103,6 +103,23 @@ pub enum AnalyticsCommand {
 pub enum SecurityCommand {
     /// Print security events, oldest first (one JSON object per line with `--json`).
     Events(SecurityEventsArgs),
+    /// Block a client address on every instance (within a second).
+    Block {
+        ip: String,
+        /// For this long; without it, until `unblock`.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=525_600))]
+        minutes: Option<i64>,
+        #[arg(long, default_value = "blocked by an operator")]
+        reason: String,
+    },
+    /// End an address's block.
+    Unblock { ip: String },
+    /// List the addresses blocked now.
+    Blocks {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -533,6 +550,50 @@ async fn admin(command: &Command, settings: &Settings, db: &Db) -> anyhow::Resul
             )
             .await?;
         }
+        Command::Security(SecurityCommand::Block {
+            ip,
+            minutes,
+            reason,
+        }) => {
+            let ip = parse_ip(ip)?;
+            let now = Clock::system().now_millis();
+            let until = minutes.map(|m| now + m * 60_000);
+            db.block_ip(&ip, reason, now, until, "cli", false).await?;
+            match until {
+                Some(t) => writeln!(
+                    out,
+                    "{ip} is blocked until {}",
+                    mcp_oauth_core::analytics::summary::rfc3339(t)
+                )?,
+                None => writeln!(out, "{ip} is blocked until unblocked")?,
+            }
+        }
+        Command::Security(SecurityCommand::Unblock { ip }) => {
+            let ip = parse_ip(ip)?;
+            if !db.unblock_ip(&ip, Clock::system().now_millis()).await? {
+                bail!("{ip} is not blocked");
+            }
+            writeln!(out, "{ip} is unblocked")?;
+        }
+        Command::Security(SecurityCommand::Blocks { json }) => {
+            let rows = db
+                .active_ip_blocks(Clock::system().now_millis(), 100_000)
+                .await?;
+            for row in rows {
+                if *json {
+                    writeln!(out, "{}", serde_json::to_string(&row)?)?;
+                } else {
+                    let until = row.expires_at.map_or("until unblocked".to_owned(), |t| {
+                        format!("until {}", mcp_oauth_core::analytics::summary::rfc3339(t))
+                    });
+                    writeln!(
+                        out,
+                        "{} {until} by {} ({}; {} automatic block(s))",
+                        row.ip, row.created_by, row.reason, row.strikes
+                    )?;
+                }
+            }
+        }
         Command::Demo(DemoCommand::Traffic {
             url,
             duration,
@@ -602,15 +663,7 @@ async fn security_filter(
         })?),
         None => None,
     };
-    // Stored as the address prints: `::ffff:a.b.c.d` and zero-padded forms match too.
-    let ip = match &args.ip {
-        Some(ip) => Some(
-            ip.parse::<std::net::IpAddr>()
-                .map_err(|_| anyhow!("--ip {ip:?} is not an IP address"))?
-                .to_string(),
-        ),
-        None => None,
-    };
+    let ip = args.ip.as_deref().map(parse_ip).transpose()?;
     let user_id = match &args.user {
         Some(u) if u.contains('@') => {
             let email =
@@ -633,4 +686,12 @@ async fn security_filter(
         client_id: args.client.clone(),
         after_id: None,
     })
+}
+
+/// An address as stored: as it prints, so that equal addresses written differently match.
+fn parse_ip(ip: &str) -> anyhow::Result<String> {
+    Ok(ip
+        .parse::<std::net::IpAddr>()
+        .map_err(|_| anyhow!("{ip:?} is not an IP address"))?
+        .to_string())
 }

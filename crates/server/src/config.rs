@@ -46,6 +46,39 @@ pub struct RawSettings {
     pub http: HttpSettings,
     pub analytics: AnalyticsSettings,
     pub security: SecuritySettings,
+    pub rate_limits: RateLimitSettings,
+}
+
+/// Rate limits per endpoint class (requests per minute, replenished evenly, with a burst of
+/// the whole minute), per instance, keyed on the client, user and address a request names.
+/// `0` leaves a class unlimited. Registrations keep `registration.per_ip_per_minute`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    /// `POST /login` per address (the per-account throttle is `login.*`).
+    pub sign_in_per_minute: u32,
+    /// `POST /token` per client and address.
+    pub token_per_minute: u32,
+    /// `/authorize` per client and address.
+    pub authorization_per_minute: u32,
+    /// MCP requests per client, user and address.
+    pub mcp_per_minute: u32,
+    /// Buckets held per class at most; past it, new keys share one.
+    pub max_keys: usize,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sign_in_per_minute: 30,
+            token_per_minute: 120,
+            authorization_per_minute: 120,
+            mcp_per_minute: 1_200,
+            max_keys: 100_000,
+        }
+    }
 }
 
 /// Security monitoring: the detectors' thresholds and how long events are kept. Every event
@@ -79,6 +112,17 @@ pub struct SecuritySettings {
     /// Registrations of one client (same name and redirect URIs) within an hour that make
     /// registration churn.
     pub registration_churn: u64,
+    /// Block an address for an event about it (brute force from it, credential stuffing,
+    /// scanning, rate limits, registration floods) at `block_min_level` or above.
+    pub auto_block: bool,
+    pub block_min_level: String,
+    /// The first automatic block's length; each further one within a day of the last is four
+    /// times as long, up to `block_max_seconds`.
+    pub block_seconds: i64,
+    pub block_max_seconds: i64,
+    /// Addresses never blocked (IPs or CIDRs), besides loopback and `trusted_proxies`.
+    #[serde(deserialize_with = "list::deserialize")]
+    pub allow_cidrs: Vec<String>,
 }
 
 impl Default for SecuritySettings {
@@ -96,6 +140,11 @@ impl Default for SecuritySettings {
             token_spread_window_seconds: 300,
             insufficient_scope_repeats: 3,
             registration_churn: 10,
+            auto_block: true,
+            block_min_level: "warning".into(),
+            block_seconds: 300,
+            block_max_seconds: 86_400,
+            allow_cidrs: vec![],
         }
     }
 }
@@ -144,6 +193,26 @@ impl SecuritySettings {
             if v == 0 {
                 return Err(bad(key, "must be at least 1"));
             }
+        }
+        if mcp_oauth_core::security::events::Level::parse(&self.block_min_level).is_none() {
+            return Err(bad(
+                "security.block_min_level",
+                "must be one of info, notice, warning, critical",
+            ));
+        }
+        for (key, v) in [
+            ("security.block_seconds", self.block_seconds),
+            ("security.block_max_seconds", self.block_max_seconds),
+        ] {
+            if v <= 0 {
+                return Err(bad(key, "must be at least 1"));
+            }
+        }
+        if let Some(bad_cidr) = self.allow_cidrs.iter().find(|c| Cidr::parse(c).is_none()) {
+            return Err(bad(
+                "security.allow_cidrs",
+                format!("{bad_cidr:?} is not an IP address or CIDR"),
+            ));
         }
         if self.token_spread_addresses < 2 {
             return Err(bad(
@@ -738,6 +807,7 @@ impl Default for RawSettings {
             http: HttpSettings::default(),
             analytics: AnalyticsSettings::default(),
             security: SecuritySettings::default(),
+            rate_limits: RateLimitSettings::default(),
         }
     }
 }
@@ -980,6 +1050,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub analytics: AnalyticsSettings,
     pub security: SecuritySettings,
+    pub rate_limits: RateLimitSettings,
 }
 
 impl Settings {
@@ -1187,6 +1258,9 @@ impl RawSettings {
         let mut analytics = self.analytics;
         analytics.validate()?;
         self.security.validate()?;
+        if self.rate_limits.max_keys == 0 {
+            return Err(bad("rate_limits.max_keys", "must be at least 1"));
+        }
 
         if let Some(tls) = &self.tls {
             for (key, path) in [
@@ -1354,6 +1428,7 @@ impl RawSettings {
             http: self.http,
             analytics,
             security: self.security,
+            rate_limits: self.rate_limits,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! Background work on a schedule: deleting what has expired, reloading signing keys rotated
-//! by another instance, polling published revocations, closing idle MCP sessions, folding
+//! by another instance, polling published revocations and address blocks, closing idle MCP sessions, folding
 //! metric samples into their histograms, and watching the database's health. While the database is known to be down each task skips
 //! its turn quietly: the outage is logged once, by `db_health`, not once per poll.
 
@@ -45,8 +45,14 @@ pub async fn run_cleanup(state: &AppState) -> anyhow::Result<()> {
     if old_security > 0 {
         tracing::info!(rows = old_security, "old security events deleted");
     }
+    // A day after a block ends, the address starts again from the shortest block.
+    state
+        .db
+        .delete_stale_ip_blocks(state.clock.now_millis() - 86_400_000)
+        .await?;
     // The registration throttle keeps a cell per client IP; drop the idle ones.
     state.register_limiter.retain_recent();
+    state.rate_limits.retain_recent();
     state.cimd.retain_recent();
     if report.total() > 0 {
         tracing::info!(?report, "expired records deleted");
@@ -109,6 +115,25 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
             }
         })
     };
+    let blocks = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::security::blocks::POLL_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if state.db_health.is_down() {
+                    continue;
+                }
+                let now = state.clock.now_millis();
+                if let Err(e) = state.security.blocks.poll(&state.db, now).await
+                    && !state.db_health.observe(&e)
+                {
+                    tracing::warn!(error = ?e.to_string(), "polling address blocks failed");
+                }
+            }
+        })
+    };
     let mcp_sessions = {
         let state = state.clone();
         // Often enough that a session outlives the timeout by at most a quarter of it.
@@ -140,5 +165,13 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
         })
     };
     let health = crate::db_health::spawn_monitor(state.db_health.clone(), state.db.clone());
-    vec![cleanup, keys, revocations, mcp_sessions, metrics, health]
+    vec![
+        cleanup,
+        keys,
+        revocations,
+        blocks,
+        mcp_sessions,
+        metrics,
+        health,
+    ]
 }

@@ -199,6 +199,11 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), middleware::error_pages))
         .layer(from_fn(middleware::security_headers))
         .layer(from_fn(middleware::log_errors))
+        // Inside the recording: refused requests from blocked addresses still count.
+        .layer(from_fn_with_state(
+            state.clone(),
+            crate::security::blocks::refuse_blocked,
+        ))
         .layer(from_fn_with_state(
             state.clone(),
             crate::analytics::http::record_requests,

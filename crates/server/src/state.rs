@@ -61,6 +61,7 @@ pub struct AppState {
         std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::analytics::pipeline::Record>>>,
     >,
     pub security: Arc<crate::security::SecurityMonitor>,
+    pub rate_limits: Arc<crate::security::rate_limit::RateLimits>,
 }
 
 impl AppState {
@@ -103,11 +104,17 @@ impl AppState {
         };
         let security = Arc::new(crate::security::SecurityMonitor::new(
             &settings.security,
+            &settings.trusted_proxies,
+            db.clone(),
             analytics.clone(),
             clock.clone(),
             metrics.clone(),
         ));
+        let rate_limits = Arc::new(crate::security::rate_limit::RateLimits::new(
+            &settings.rate_limits,
+        ));
         Ok(Self {
+            rate_limits,
             security,
             geoip,
             settings: Arc::new(settings),

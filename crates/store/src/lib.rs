@@ -36,7 +36,7 @@ pub use consents::{ConnectedApp, ConsentRow};
 pub use housekeeping::{CleanupPolicy, CleanupReport};
 pub use keys::{SigningKeyRow, StoredPrivateKey};
 pub use revocations::{RevocationKind, RevocationRow};
-pub use security::{SecurityEventRow, SecurityFilter, Triage};
+pub use security::{IpBlockRow, SecurityEventRow, SecurityFilter, Triage};
 pub use sessions::SessionRow;
 pub use throttles::{ThrottleRow, ThrottleWrite};
 pub use tokens::{NewRefreshToken, RefreshRow, RotateOutcome};
@@ -198,9 +198,11 @@ impl Db {
                 Box::pin(async move {
                     // WAL lets readers run beside the writer; busy_timeout makes a second
                     // writer wait instead of failing; foreign keys are off by default.
+                    // busy_timeout first: switching to WAL takes a lock too, and another
+                    // process (the CLI beside a running server) may hold it.
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
                     conn.execute("PRAGMA journal_mode = WAL").await?;
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA busy_timeout = 5000").await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                     Ok(())
                 })

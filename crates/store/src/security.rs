@@ -218,3 +218,106 @@ impl Db {
         Ok(done.rows_affected())
     }
 }
+
+/// A blocked address.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct IpBlockRow {
+    pub ip: String,
+    pub reason: String,
+    pub created_at: Millis,
+    /// `None`: until unblocked.
+    pub expires_at: Option<Millis>,
+    pub created_by: String,
+    pub strikes: i64,
+}
+
+impl Db {
+    /// Block `ip` from `at` until `expires_at` (`None`: until unblocked), replacing any block
+    /// it has; `strike` counts it towards the next automatic block's length.
+    pub async fn block_ip(
+        &self,
+        ip: &str,
+        reason: &str,
+        at: Millis,
+        expires_at: Option<Millis>,
+        by: &str,
+        strike: bool,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO ip_blocks (ip, reason, created_at, expires_at, created_by, strikes) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (ip) DO UPDATE SET \
+             reason = excluded.reason, created_at = excluded.created_at, \
+             expires_at = excluded.expires_at, created_by = excluded.created_by, \
+             strikes = ip_blocks.strikes + excluded.strikes",
+        )
+        .bind(ip)
+        .bind(reason)
+        .bind(at)
+        .bind(expires_at)
+        .bind(by)
+        .bind(i64::from(strike))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Automatic blocks of `ip` still remembered (see `delete_stale_ip_blocks`).
+    pub async fn ip_block_strikes(&self, ip: &str) -> Result<i64> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT strikes FROM ip_blocks WHERE ip = $1")
+            .bind(ip)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// End `ip`'s block (it was in force at `at`); whether it was blocked. The block is
+    /// made to end at time 0, so that it has ended for every instance whatever its clock
+    /// says; its strikes are forgotten a day after it began (`delete_stale_ip_blocks`).
+    pub async fn unblock_ip(&self, ip: &str, at: Millis) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE ip_blocks SET expires_at = 0 WHERE ip = $1 \
+             AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(ip)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Blocks in force at `now`, at most `limit`, the newest first.
+    pub async fn active_ip_blocks(&self, now: Millis, limit: i64) -> Result<Vec<IpBlockRow>> {
+        let rows = sqlx::query(
+            "SELECT ip, reason, created_at, expires_at, created_by, strikes FROM ip_blocks \
+             WHERE expires_at IS NULL OR expires_at > $1 ORDER BY created_at DESC LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(IpBlockRow {
+                    ip: r.try_get(0)?,
+                    reason: r.try_get(1)?,
+                    created_at: r.try_get(2)?,
+                    expires_at: r.try_get(3)?,
+                    created_by: r.try_get(4)?,
+                    strikes: r.try_get::<i64, _>(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forget blocks that began and ended before `before` (and with them, their strikes).
+    pub async fn delete_stale_ip_blocks(&self, before: Millis) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM ip_blocks WHERE expires_at IS NOT NULL \
+             AND (CASE WHEN expires_at > created_at THEN expires_at ELSE created_at END) < $1",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -112,10 +112,12 @@ pub enum SecurityEventKind {
     NewCountry,
     /// Requests for paths that do not exist, or known probe paths.
     Scanner,
+    /// An address was blocked, automatically or by an operator.
+    IpBlocked,
 }
 
 impl SecurityEventKind {
-    pub const ALL: [SecurityEventKind; 26] = [
+    pub const ALL: [SecurityEventKind; 27] = [
         SecurityEventKind::SignInFailed,
         SecurityEventKind::BruteForceAccount,
         SecurityEventKind::BruteForceIp,
@@ -142,6 +144,7 @@ impl SecurityEventKind {
         SecurityEventKind::TokenFromManyIps,
         SecurityEventKind::NewCountry,
         SecurityEventKind::Scanner,
+        SecurityEventKind::IpBlocked,
     ];
 
     /// The name stored, shown and sent in alerts.
@@ -174,6 +177,7 @@ impl SecurityEventKind {
             K::TokenFromManyIps => "token_from_many_ips",
             K::NewCountry => "new_country",
             K::Scanner => "scanner",
+            K::IpBlocked => "ip_blocked",
         }
     }
 
@@ -197,7 +201,11 @@ impl SecurityEventKind {
                 30
             }
             K::CsrfFailure => 40,
-            K::RevokedToken | K::RedirectMismatch | K::ScopeEscalation | K::AccountLocked => 50,
+            K::RevokedToken
+            | K::RedirectMismatch
+            | K::ScopeEscalation
+            | K::AccountLocked
+            | K::IpBlocked => 50,
             K::BruteForceAccount | K::BruteForceIp | K::PkceMismatch | K::RegistrationFlood => 60,
             K::TokenForOtherResource | K::TokenFromManyIps => 70,
             K::CredentialStuffing | K::MetadataDocumentPrivateAddress => 80,
@@ -591,6 +599,21 @@ impl SecurityEvent {
             [
                 ("country", country.into()),
                 ("known_countries", known.join(",").into()),
+            ],
+        )
+    }
+
+    /// The address was blocked until `until` (Unix ms; `None`: until unblocked) by `by`
+    /// (`auto` or an operator) for `reason`.
+    pub fn ip_blocked(at: Millis, reason: &str, until: Option<Millis>, by: &str) -> Self {
+        Self::new(
+            at,
+            SecurityEventKind::IpBlocked,
+            1,
+            [
+                ("reason", reason.into()),
+                ("until", until.into()),
+                ("by", by.into()),
             ],
         )
     }

@@ -2,7 +2,9 @@
 //! detectors. Pure, with time passed in.
 
 pub mod address;
+pub mod blocks;
 pub mod connections;
 pub mod detectors;
 pub mod events;
 pub mod login_throttle;
+pub mod rate_limit;

@@ -2,6 +2,7 @@
 //! (`mcp_oauth_core::security::login_throttle`).
 
 use mcp_oauth_core::analytics::OAuthEvent;
+use mcp_oauth_core::security::rate_limit::{EndpointClass, RateKey};
 use std::time::Duration;
 
 use askama::Template;
@@ -20,6 +21,7 @@ use super::{csrf, device, normalize_email, password, session};
 use crate::http::error::PageError;
 use crate::http::extract::PageForm;
 use crate::security::Requester;
+use crate::security::rate_limit::RateDecision;
 use crate::state::AppState;
 
 #[derive(Template)]
@@ -210,6 +212,28 @@ pub async fn login_post(
     let base = state.settings.base_path();
     let return_to = safe_return_to(form.return_to.as_deref(), base);
     let ip = who.ip;
+    let key = RateKey {
+        class: EndpointClass::SignIn,
+        client_id: None,
+        user_id: None,
+        ip,
+    };
+    if let Some(refused @ RateDecision::Refused { retry_after, .. }) =
+        crate::security::rate_limit(&state, &who, &key)
+    {
+        let mut r = page(
+            &state,
+            jar,
+            StatusCode::TOO_MANY_REQUESTS,
+            &return_to,
+            &form.email,
+            Some(format!(
+                "Too many sign-in attempts from your address. Try again in {retry_after} second(s)."
+            )),
+        )?;
+        refused.apply(r.headers_mut());
+        return Ok(r);
+    }
     if !csrf::verify_post(
         &state,
         &who,

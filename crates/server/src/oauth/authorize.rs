@@ -19,6 +19,7 @@
 
 use mcp_oauth_core::analytics::OAuthEvent;
 use mcp_oauth_core::security::events::SecurityEvent;
+use mcp_oauth_core::security::rate_limit::{EndpointClass, RateKey};
 
 use askama::Template;
 use axum::extract::State;
@@ -45,6 +46,7 @@ use crate::http::extract::PageForm;
 use crate::identity::session::CurrentUser;
 use crate::identity::{csrf, session};
 use crate::security::Requester;
+use crate::security::rate_limit::RateDecision;
 use crate::state::AppState;
 
 /// How recently the user must have entered a password to satisfy `prompt=login`.
@@ -234,6 +236,28 @@ async fn handle(
             "The request has no client_id.",
         )
     })?;
+    let key = RateKey {
+        class: EndpointClass::Authorization,
+        client_id: Some(client_id.to_owned()),
+        user_id: None,
+        ip: who.ip,
+    };
+    if let Some(refused @ RateDecision::Refused { retry_after, .. }) =
+        crate::security::rate_limit(state, who, &key)
+    {
+        let mut r = PageError::Status {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            title: "Too many requests",
+            detail: format!(
+                "Too many authorization requests for this application from your address. Try \
+                 again in {retry_after} second(s)."
+            ),
+            link: None,
+        }
+        .into_response();
+        refused.apply(r.headers_mut());
+        return Ok(r);
+    }
     let client = match clients::resolve(state, client_id, who).await {
         Ok(c) => c,
         Err(ClientLookupError::Throttled) => {

@@ -3,10 +3,11 @@
 
 use mcp_oauth_core::analytics::OAuthEvent;
 use mcp_oauth_core::security::events::{SecurityEvent, SecurityEventKind};
+use mcp_oauth_core::security::rate_limit::{EndpointClass, RateKey};
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use mcp_oauth_core::UnixTime;
@@ -31,6 +32,7 @@ use super::clients::{self, ClientLookupError};
 use crate::http::error::{ApiError, no_store};
 use crate::http::extract::OAuthForm;
 use crate::security::Requester;
+use crate::security::rate_limit::RateDecision;
 use crate::state::AppState;
 
 /// Authenticate the client a request at the token, revocation or introspection endpoint
@@ -84,6 +86,39 @@ pub async fn token_post(
     headers: HeaderMap,
     form: OAuthForm,
 ) -> Result<Response, ApiError> {
+    // Counted against the client the request claims to be (a wrong claim only spends the
+    // claimer's own bucket: the address is part of the key).
+    let claimed = parse_credentials(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        form.get("client_id"),
+        form.get("client_secret"),
+    )
+    .ok()
+    .map(|c| c.client_id().to_owned());
+    let key = RateKey {
+        class: EndpointClass::Token,
+        client_id: claimed,
+        user_id: None,
+        ip: who.ip,
+    };
+    let rate = crate::security::rate_limit(&state, &who, &key);
+    if let Some(refused @ RateDecision::Refused { retry_after, .. }) = &rate {
+        let mut r = (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(serde_json::json!({
+                "error": "slow_down",
+                "error_description": format!(
+                    "too many token requests from this client and address; retry after {retry_after} s"
+                ),
+            })),
+        )
+            .into_response();
+        no_store(&mut r);
+        refused.apply(r.headers_mut());
+        return Ok(r);
+    }
     let mut authenticated = None;
     let result = grant(&state, &who, &headers, &form, &mut authenticated).await;
     match &result {
@@ -98,6 +133,9 @@ pub async fn token_post(
         Err(ApiError::Internal(_)) | Ok(_) => {}
     }
     result.map(|mut r| {
+        if let Some(rate) = &rate {
+            rate.apply(r.headers_mut());
+        }
         r.extensions_mut().insert(crate::analytics::Attribution {
             user_id: None,
             client_id: authenticated,

@@ -29,11 +29,13 @@ use mcp_oauth_core::oauth::access_token::{ClaimsError, validate_claims};
 use mcp_oauth_core::resource::bearer::{self, BearerError, Credentials};
 use mcp_oauth_core::resource::challenge::{BearerErrorCode, Challenge};
 use mcp_oauth_core::security::events::SecurityEvent;
+use mcp_oauth_core::security::rate_limit::{EndpointClass, RateKey};
 
 use super::{Principal, ProtectedResource, VerifiedToken};
 use crate::http::middleware::{announce_close, has_body};
 use crate::keys::VerifyError;
 use crate::security::Requester;
+use crate::security::rate_limit::RateDecision;
 use crate::state::AppState;
 
 /// Clock skew tolerated on `exp` and `nbf`, seconds.
@@ -103,7 +105,7 @@ pub async fn require_bearer(
 ) -> Response {
     let body_unread = has_body(req.headers());
     let mut response = match authenticate(&layer, req).await {
-        Ok(req) => {
+        Ok((req, rate)) => {
             let who = req
                 .extensions()
                 .get::<Principal>()
@@ -116,6 +118,9 @@ pub async fn require_bearer(
             if let Some(who) = who {
                 response.extensions_mut().insert(who);
             }
+            if let Some(rate) = rate {
+                rate.apply(response.headers_mut());
+            }
             return response;
         }
         Err(refusal) => refusal,
@@ -126,8 +131,12 @@ pub async fn require_bearer(
     response
 }
 
-/// The request with the caller's `Principal` attached, or the refusal to send.
-async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request, Response> {
+/// The request with the caller's `Principal` attached and where it stands with its rate
+/// limit, or the refusal to send.
+async fn authenticate(
+    layer: &BearerLayerState,
+    req: Request,
+) -> Result<(Request, Option<RateDecision>), Response> {
     let protected = &layer.protected;
     let state = &layer.app;
     let headers: Vec<&str> = req
@@ -300,11 +309,32 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
         ));
     }
 
-    if state.security.enabled() {
-        let who = Requester::of(req.extensions(), req.headers(), state);
-        state
-            .security
-            .token_used(&who, &claims.jti, user, &claims.client_id);
+    let who = Requester::of(req.extensions(), req.headers(), state);
+    state
+        .security
+        .token_used(&who, &claims.jti, user, &claims.client_id);
+    let key = RateKey {
+        class: EndpointClass::Mcp,
+        client_id: Some(claims.client_id.clone()),
+        user_id: user.map(str::to_owned),
+        ip: who.ip,
+    };
+    let rate = crate::security::rate_limit(state, &who, &key);
+    if let Some(refused @ RateDecision::Refused { retry_after, .. }) = &rate {
+        let message = format!(
+            "Rate limit exceeded: at most {} MCP requests a minute for this client and user \
+             from this address. Retry after {retry_after} s.",
+            state.settings.rate_limits.mcp_per_minute
+        );
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": -32000, "message": message,
+                      "data": {"reason": "rate_limited", "retry_after": retry_after}},
+        });
+        let mut r = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+        refused.apply(r.headers_mut());
+        return Err(r);
     }
     let mut req = req;
     req.extensions_mut().insert(Principal {
@@ -315,5 +345,5 @@ async fn authenticate(layer: &BearerLayerState, req: Request) -> Result<Request,
         grant_id: claims.gid.clone(),
         expires_at: claims.exp,
     });
-    Ok(req)
+    Ok((req, rate))
 }

@@ -8,7 +8,9 @@
 //! pure, in `mcp_oauth_core::security`; this module holds their state, one lock per
 //! detector, per instance.
 
+pub mod blocks;
 pub mod feed;
+pub mod rate_limit;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -18,18 +20,23 @@ use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap};
 
 use mcp_oauth_core::analytics::Millis;
+use mcp_oauth_core::security::blocks::{block_seconds, earns_a_block};
 use mcp_oauth_core::security::detectors::{
     Detection, ScannerDetector, SignInDetector, SignInThresholds, TokenSpreadDetector,
     WindowCounter, is_stage,
 };
 use mcp_oauth_core::security::events::{Actor, Level, SecurityEvent, SecurityEventKind};
+use mcp_oauth_core::security::rate_limit::{EndpointClass, RateKey};
+
+use mcp_oauth_store::Db;
 
 use crate::analytics::Recorder;
 use crate::clock::Clock;
-use crate::config::SecuritySettings;
+use crate::config::{Cidr, SecuritySettings};
 use crate::http::extract::client_ip;
 use crate::http::middleware::REQUEST_ID;
 use crate::metrics::Metrics;
+use crate::security::rate_limit::RateDecision;
 use crate::state::AppState;
 
 /// Keys each detector holds at most.
@@ -88,6 +95,12 @@ where
 /// The detectors and where their events go. One per instance, shared.
 pub struct SecurityMonitor {
     enabled: bool,
+    /// Addresses blocked, shared with the middleware that refuses them.
+    pub blocks: Arc<blocks::BlockList>,
+    /// Events at or above it block their address (when `auto_block` and the event is about
+    /// the address).
+    block_min_level: Option<Level>,
+    db: Db,
     settings: SecuritySettings,
     recorder: Arc<Recorder>,
     clock: Clock,
@@ -101,18 +114,34 @@ pub struct SecurityMonitor {
     registrations: Mutex<WindowCounter<String>>,
     /// Registrations refused by the per-address limit, per address.
     refused_registrations: Mutex<WindowCounter<IpAddr>>,
+    /// Requests refused by a rate limit, per class and address.
+    rate_limited: Mutex<WindowCounter<(EndpointClass, IpAddr)>>,
 }
 
 impl SecurityMonitor {
     pub fn new(
         settings: &SecuritySettings,
+        trusted_proxies: &[Cidr],
+        db: Db,
         recorder: Arc<Recorder>,
         clock: Clock,
         metrics: Arc<Metrics>,
     ) -> Self {
         let s = settings;
+        let mut allow: Vec<Cidr> = s
+            .allow_cidrs
+            .iter()
+            .filter_map(|c| Cidr::parse(c))
+            .collect();
+        allow.extend_from_slice(trusted_proxies);
         Self {
             enabled: s.enabled,
+            blocks: Arc::new(blocks::BlockList::new(allow)),
+            block_min_level: s
+                .auto_block
+                .then(|| Level::parse(&s.block_min_level))
+                .flatten(),
+            db,
             settings: s.clone(),
             recorder,
             clock,
@@ -137,6 +166,7 @@ impl SecurityMonitor {
             insufficient_scope: Mutex::new(WindowCounter::new(TEN_MINUTES, MAX_KEYS)),
             registrations: Mutex::new(WindowCounter::new(HOUR, MAX_KEYS)),
             refused_registrations: Mutex::new(WindowCounter::new(HOUR, MAX_KEYS)),
+            rate_limited: Mutex::new(WindowCounter::new(TEN_MINUTES, MAX_KEYS)),
         }
     }
 
@@ -155,17 +185,47 @@ impl SecurityMonitor {
             return;
         }
         let event = event.actor(actor).request_id(who.request_id.as_deref());
-        log(&event);
-        self.metrics
-            .counter_with(
-                "mcp_oauth_security_events_total",
-                &[
-                    ("type", event.kind.as_str()),
-                    ("level", event.level.as_str()),
-                ],
-            )
-            .increment(1);
-        self.recorder.security(event);
+        if let Some(min) = self.block_min_level
+            && earns_a_block(event.kind, event.level, min)
+        {
+            self.auto_block(who, event.kind.as_str());
+        }
+        emit(&self.recorder, &self.metrics, event);
+    }
+
+    /// Block `who`'s address for an event of `reason`: here at once for the first block's
+    /// length, then in the database for as long as its earlier blocks make it (the other
+    /// instances read it from there within a second).
+    fn auto_block(&self, who: &Requester, reason: &'static str) {
+        let ip = who.ip;
+        let now = self.now();
+        if self.blocks.is_allowed(ip) || self.blocks.blocked_until(ip, now).is_some() {
+            return;
+        }
+        let (base, max) = (self.settings.block_seconds, self.settings.block_max_seconds);
+        self.blocks.insert(ip, Some(now + base * 1000));
+        let (db, blocks, requester) = (self.db.clone(), self.blocks.clone(), who.clone());
+        let monitor_event =
+            move |until| SecurityEvent::ip_blocked(now, reason, Some(until), "auto");
+        let event_sink = self.recorder.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let address = ip.to_string();
+            let previous = db.ip_block_strikes(&address).await.unwrap_or(0);
+            let seconds = block_seconds(u32::try_from(previous).unwrap_or(u32::MAX), base, max);
+            let until = now + seconds * 1000;
+            if let Err(e) = db
+                .block_ip(&address, reason, now, Some(until), "auto", true)
+                .await
+            {
+                tracing::warn!(error = ?e.to_string(), "storing an address block failed; it holds on this instance only");
+            }
+            blocks.insert(ip, Some(until));
+            let event = monitor_event(until)
+                .actor(requester.actor(None, None))
+                .request_id(requester.request_id.as_deref());
+            emit(&event_sink, &metrics, event);
+        });
     }
 
     /// A refused sign-in for the account typed as `account`: `user_id` when it exists, with
@@ -320,6 +380,23 @@ impl SecurityMonitor {
         }
     }
 
+    /// A request refused by the rate limit of `key`'s class: reported at the first refusal
+    /// from an address and each doubling after it, not once per request.
+    pub fn rate_limited(&self, who: &Requester, key: &RateKey) {
+        if !self.enabled {
+            return;
+        }
+        let now = self.now();
+        let n = lock(&self.rate_limited).record(&(key.class, who.ip), now);
+        if is_stage(n, 1) {
+            self.report(
+                who,
+                who.actor(key.user_id.as_deref(), key.client_id.as_deref()),
+                SecurityEvent::rate_limited(now, key.class.as_str(), n),
+            );
+        }
+    }
+
     /// Report `event` (built by the caller from one observation) about `who`.
     pub fn observed(
         &self,
@@ -335,9 +412,34 @@ impl SecurityMonitor {
     }
 }
 
+/// Count a request against its class's rate limit (`None`: not limited); a refusal is also
+/// reported as an event.
+pub fn rate_limit(state: &AppState, who: &Requester, key: &RateKey) -> Option<RateDecision> {
+    let decision = state.rate_limits.check(key)?;
+    if decision.is_refused() {
+        state.security.rate_limited(who, key);
+    }
+    Some(decision)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A detector's state is counts; one left half-updated by a panic is still usable.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Where every event goes: the log, the metric, and the writer.
+fn emit(recorder: &Recorder, metrics: &Metrics, event: SecurityEvent) {
+    log(&event);
+    metrics
+        .counter_with(
+            "mcp_oauth_security_events_total",
+            &[
+                ("type", event.kind.as_str()),
+                ("level", event.level.as_str()),
+            ],
+        )
+        .increment(1);
+    recorder.security(event);
 }
 
 /// The log line of an event: never a secret (the evidence holds none).

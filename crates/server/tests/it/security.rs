@@ -16,13 +16,19 @@ const EMAIL: &str = "alice@example.com";
 const REDIRECT: &str = "http://127.0.0.1:7777/callback";
 
 /// A server behind a trusted proxy on loopback (so browsers can come from other addresses),
-/// storing events every 50 ms, with millisecond sign-in delays.
+/// storing events every 50 ms, with millisecond sign-in delays, no sign-in rate limit and no
+/// automatic blocks.
 async fn app() -> TestApp {
     spawn_app_with(|raw| {
         raw.trusted_proxies = vec!["127.0.0.1/32".into()];
         raw.analytics.flush_interval_ms = 50;
         raw.login.base_delay_ms = 1;
         raw.login.max_delay_ms = 5;
+        // The detectors' tests send more sign-ins from one address than its rate limit lets
+        // through (that limit has its own test).
+        raw.rate_limits.sign_in_per_minute = 0;
+        // Nor do they want the attacking addresses blocked (blocks have their own tests).
+        raw.security.auto_block = false;
     })
     .await
 }
@@ -613,4 +619,296 @@ async fn the_command_line_prints_one_json_object_per_event_with_filters() {
         String::from_utf8_lossy(&bad.stderr).contains("code_replay"),
         "the error lists the types"
     );
+}
+
+fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header in {headers:?}"))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn mcp_requests_past_the_quota_get_429_with_ratelimit_headers_per_client_user_and_address() {
+    let app = spawn_app_with(|raw| {
+        raw.analytics.flush_interval_ms = 50;
+        raw.rate_limits.mcp_per_minute = 5;
+    })
+    .await;
+    let alice = app.mint_access_token(|c| c.sub = "alice".into());
+    let bob = app.mint_access_token(|c| c.sub = "bob".into());
+    for left in (0..5).rev() {
+        let r = app.mcp_send(Some(&alice), None, &initialize(1)).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            header(&r.headers, "ratelimit-policy"),
+            "\"mcp\";q=5;w=60;pk=\"client+user+ip\""
+        );
+        assert!(
+            header(&r.headers, "ratelimit").starts_with(&format!("\"mcp\";r={left};t=")),
+            "{:?}",
+            r.headers
+        );
+    }
+    let refused = app.mcp_send(Some(&alice), None, &initialize(2)).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = header(&refused.headers, "retry-after").parse().unwrap();
+    assert!(
+        (1..=12).contains(&retry),
+        "one request comes back every 12 s: {retry}"
+    );
+    assert_eq!(
+        header(&refused.headers, "ratelimit"),
+        format!("\"mcp\";r=0;t={retry}")
+    );
+    let body: Value = serde_json::from_str(&refused.body).unwrap();
+    assert_eq!(body["error"]["data"]["reason"], "rate_limited");
+    assert_eq!(body["error"]["code"], -32000);
+
+    // Another user of the same client, from the same address, has a quota of their own.
+    let r = app.mcp_send(Some(&bob), None, &initialize(1)).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // Reported at the first refusal and at each doubling, not per request.
+    for _ in 0..3 {
+        app.mcp_send(Some(&alice), None, &initialize(3)).await;
+    }
+    let rows = events_when(&app, |r| count(r, "rate_limited") == 3).await;
+    let repeats: Vec<i64> = of_kind(&rows, "rate_limited")
+        .iter()
+        .map(|e| e.evidence["repeats"].as_i64().unwrap())
+        .collect();
+    assert_eq!(repeats, [1, 2, 4]);
+    let first = of_kind(&rows, "rate_limited")[0];
+    assert_eq!(first.evidence["endpoint"], "mcp");
+    assert_eq!(first.user_id.as_deref(), Some("alice"));
+    assert_eq!(first.client_id.as_deref(), Some("minted-client"));
+    assert_eq!((first.level.as_str(), first.score), ("notice", 30));
+}
+
+#[tokio::test]
+async fn the_token_endpoint_and_the_sign_in_form_are_limited_per_client_and_address() {
+    let app = spawn_app_with(|raw| {
+        raw.trusted_proxies = vec!["127.0.0.1/32".into()];
+        raw.rate_limits.token_per_minute = 3;
+        raw.rate_limits.sign_in_per_minute = 2;
+    })
+    .await;
+    let token = |client: &'static str| {
+        let http = app.http.clone();
+        let url = format!("{}/token", app.url);
+        async move {
+            http.post(url)
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", client),
+                    ("refresh_token", "x"),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..3 {
+        let r = token("one").await;
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "an unknown client, but counted"
+        );
+    }
+    let r = token("one").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(
+        header(r.headers(), "ratelimit-policy"),
+        "\"token\";q=3;w=60;pk=\"client+ip\""
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "slow_down");
+    assert_eq!(
+        token("two").await.status(),
+        StatusCode::UNAUTHORIZED,
+        "another client is not held back"
+    );
+
+    let browser = Browser::from_ip(&app, "198.51.100.30");
+    for _ in 0..2 {
+        assert_eq!(
+            browser.login(EMAIL, "x").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let r = browser.login(EMAIL, "x").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    let elsewhere = Browser::from_ip(&app, "198.51.100.31");
+    assert_eq!(
+        elsewhere.login(EMAIL, "x").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// `mcp-oauth security <args>` on `app`'s database: whether it succeeded, and its output.
+fn security_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"))
+        .env_clear()
+        .env("MCP_OAUTH_DATABASE_URL", &app.database_url)
+        .env(
+            "MCP_OAUTH_KEYS__ENCRYPTION_KEY",
+            crate::helpers::TEST_ENCRYPTION_KEY,
+        )
+        .arg("security")
+        .args(args)
+        .output()
+        .expect("run mcp-oauth");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `GET /healthz`-like probe of `/.well-known/oauth-authorization-server` from `ip`.
+async fn status_from(app: &TestApp, ip: &str) -> (StatusCode, Option<String>) {
+    let r = app
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            app.url
+        ))
+        .header("x-forwarded-for", ip)
+        .send()
+        .await
+        .unwrap();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (r.status(), retry)
+}
+
+/// Wait until `ip`'s requests to `app` get `status`.
+async fn until_status(app: &TestApp, ip: &str, status: StatusCode) -> Option<String> {
+    for _ in 0..100 {
+        let (s, retry) = status_from(app, ip).await;
+        if s == status {
+            return retry;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{ip} never got {status} from {}", app.url);
+}
+
+async fn blocking_app() -> TestApp {
+    spawn_app_with(|raw| {
+        raw.trusted_proxies = vec!["127.0.0.1/32".into()];
+        raw.analytics.flush_interval_ms = 50;
+        raw.login.base_delay_ms = 1;
+        raw.login.max_delay_ms = 5;
+        raw.security.allow_cidrs = vec!["192.0.2.0/24".into()];
+    })
+    .await
+}
+
+#[tokio::test]
+async fn credential_stuffing_blocks_the_address_on_every_instance_longer_each_time() {
+    let app = blocking_app().await;
+    let second = crate::helpers::try_second_instance_with(&app, |raw| {
+        raw.trusted_proxies = vec!["127.0.0.1/32".into()];
+    })
+    .await
+    .unwrap();
+    let stuffer = "198.51.100.40";
+    let browser = Browser::from_ip(&app, stuffer);
+    for i in 0..5 {
+        browser
+            .login(&format!("victim{i}@example.com"), "hunter2")
+            .await;
+    }
+    // Refused at once here, for the first block's five minutes, and on the other instance
+    // once it has read the block from the database.
+    let retry = until_status(&app, stuffer, StatusCode::FORBIDDEN).await;
+    assert_eq!(retry.as_deref(), Some("300"));
+    until_status(&second, stuffer, StatusCode::FORBIDDEN).await;
+    assert_eq!(
+        status_from(&app, "198.51.100.41").await.0,
+        StatusCode::OK,
+        "others pass"
+    );
+    let rows = events_when(&app, |r| count(r, "ip_blocked") == 1).await;
+    let e = of_kind(&rows, "ip_blocked")[0];
+    assert_eq!((e.level.as_str(), e.score), ("warning", 50));
+    assert_eq!(e.ip.as_deref(), Some(stuffer));
+    assert_eq!(
+        (e.evidence["reason"].as_str(), e.evidence["by"].as_str()),
+        (Some("credential_stuffing"), Some("auto"))
+    );
+
+    let (ok, listed) = security_cli(&app, &["blocks", "--json"]);
+    assert!(ok, "{listed}");
+    let block: Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (block["ip"].as_str(), block["strikes"].as_i64()),
+        (Some(stuffer), Some(1))
+    );
+
+    let (ok, said) = security_cli(&app, &["unblock", stuffer]);
+    assert!(ok, "{said}");
+    until_status(&app, stuffer, StatusCode::OK).await;
+    until_status(&second, stuffer, StatusCode::OK).await;
+    assert!(
+        !security_cli(&app, &["unblock", stuffer]).0,
+        "not blocked any more"
+    );
+
+    // Again within the day: four times as long.
+    let browser = Browser::from_ip(&app, stuffer);
+    for i in 5..10 {
+        browser
+            .login(&format!("victim{i}@example.com"), "hunter2")
+            .await;
+    }
+    let retry = until_status(&app, stuffer, StatusCode::FORBIDDEN).await;
+    assert_eq!(retry.as_deref(), Some("1200"));
+}
+
+#[tokio::test]
+async fn operators_block_and_unblock_addresses_but_never_loopback_proxies_or_the_allow_list() {
+    let app = blocking_app().await;
+    let (ok, said) = security_cli(&app, &["block", "203.0.113.70", "--reason", "abuse report"]);
+    assert!(ok && said.contains("until unblocked"), "{said}");
+    let retry = until_status(&app, "203.0.113.70", StatusCode::FORBIDDEN).await;
+    assert_eq!(retry, None, "no end to announce");
+
+    for allowed in ["192.0.2.9", "127.0.0.1"] {
+        assert!(security_cli(&app, &["block", allowed, "--minutes", "5"]).0);
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        status_from(&app, "192.0.2.9").await.0,
+        StatusCode::OK,
+        "allow list wins"
+    );
+    let direct = app
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            app.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        direct.status(),
+        StatusCode::OK,
+        "loopback (and the proxy) are never blocked"
+    );
+
+    let (ok, said) = security_cli(&app, &["block", "not-an-ip"]);
+    assert!(!ok && said.contains("not an IP address"), "{said}");
+    assert!(security_cli(&app, &["unblock", "203.0.113.70"]).0);
+    until_status(&app, "203.0.113.70", StatusCode::OK).await;
 }

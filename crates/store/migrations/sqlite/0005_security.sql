@@ -25,3 +25,17 @@ CREATE INDEX security_events_kind ON security_events(kind, at_ms);
 CREATE INDEX security_events_ip ON security_events(ip, at_ms);
 CREATE INDEX security_events_user ON security_events(user_id, at_ms);
 CREATE INDEX security_events_client ON security_events(client_id, at_ms);
+
+-- Blocked client addresses, one row per address, shared by every instance (each polls it).
+-- A row outlives its block by a day so that a repeat offender's next block is longer
+-- (`strikes`); unblocking ends the block and keeps the count.
+CREATE TABLE ip_blocks (
+    ip          TEXT PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    -- NULL: until unblocked.
+    expires_at  BIGINT,
+    -- `auto`, or the operator (a user id, or `cli`).
+    created_by  TEXT NOT NULL,
+    strikes     INTEGER NOT NULL
+);
