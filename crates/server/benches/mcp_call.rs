@@ -12,7 +12,11 @@
 //! - the plain-JSON stateless mode (`mcp.json_response`), with and without authentication, for
 //!   the cost of the bearer layer alone;
 //! - the stateful case again on a server with analytics off, alternated with the analytics-on
-//!   server (two runs each), for the cost of recording every request and message.
+//!   server (two runs each), for the cost of recording every request and message;
+//! - that analytics-off server alternated with one that also has security monitoring and rate
+//!   limits off, for the cost of detection and rate limiting (quotas too high to refuse);
+//! - a token past its MCP quota (every request refused with 429 by the rate limit) beside a
+//!   bare axum handler answering 429, for the cost of a refusal.
 //!
 //! Streamed (SSE) responses are written in several segments: without `TCP_NODELAY` on the
 //! accepted sockets each of them waited ~40 ms for the client's delayed ACK.
@@ -54,6 +58,8 @@ struct Case {
     headers: Vec<(&'static str, String)>,
     /// Session ids to spread the requests over (one per connection, as clients have).
     sessions: Vec<String>,
+    /// Every answer is a refusal (a 429), by design.
+    refused: bool,
 }
 
 struct Outcome {
@@ -155,7 +161,7 @@ fn wrk(case: &Case, seconds: u64, connections: u64) -> Outcome {
     let _ = std::fs::remove_file(&path);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && !text.contains("Non-2xx"),
+        out.status.success() && (case.refused || !text.contains("Non-2xx")),
         "wrk failed for {}:\n{text}\n{}",
         case.name,
         String::from_utf8_lossy(&out.stderr)
@@ -199,9 +205,11 @@ async fn spawn(name: &str, edit: impl FnOnce(&mut RawSettings)) -> (AppState, St
     raw.log_level = "warn".into();
     // One user holds a session per connection here, more than the default cap of 16.
     raw.mcp.max_sessions_per_user = 1000;
+    // Rate limits on, as deployed, with quotas no load test reaches (the `limited` case sets
+    // its own): their cost is in every figure, their refusals in none but that one.
+    raw.rate_limits.mcp_per_minute = u32::MAX;
+    raw.rate_limits.token_per_minute = u32::MAX;
     edit(&mut raw);
-    // These figures are of the work itself; rate limits would refuse most of a load test.
-    raw.rate_limits.enabled = false;
     let settings = raw.validate().unwrap();
     let db = connect_db(&settings.database_url).await.unwrap();
     let app = Application::build_on(settings, Clock::system(), db, listener)
@@ -361,6 +369,42 @@ async fn main() {
     })
     .await;
     let quiet_token = access_token(&quiet_app, &quiet_url).await;
+    // Nor any security monitoring or rate limit.
+    let (unguarded_app, unguarded_url) = spawn("unguarded", |raw| {
+        raw.analytics.enabled = false;
+        raw.metrics.allowed_cidrs = vec![];
+        raw.security.enabled = false;
+        raw.rate_limits.enabled = false;
+    })
+    .await;
+    let unguarded_token = access_token(&unguarded_app, &unguarded_url).await;
+    // One MCP request a minute: past the first, every request is a 429.
+    let (limited_app, limited_url) = spawn("limited", |raw| {
+        raw.analytics.enabled = false;
+        raw.metrics.allowed_cidrs = vec![];
+        raw.rate_limits.mcp_per_minute = 1;
+        raw.mcp.stateful = false;
+        raw.mcp.json_response = true;
+    })
+    .await;
+    let limited_token = access_token(&limited_app, &limited_url).await;
+    let bare_429 = {
+        let app = axum::Router::new().route(
+            "/mcp",
+            post(|| async {
+                let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": "rate limited"}});
+                (
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", "60")],
+                    Json(body),
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    };
 
     let bare = {
         let body = json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "The sum of 2 and 40 is 42."}], "isError": false}});
@@ -386,6 +430,11 @@ async fn main() {
     for _ in 0..connections {
         quiet_sessions.push(session(&http, &format!("{quiet_url}/mcp"), &quiet_token).await);
     }
+    let mut unguarded_sessions = Vec::new();
+    for _ in 0..connections {
+        unguarded_sessions
+            .push(session(&http, &format!("{unguarded_url}/mcp"), &unguarded_token).await);
+    }
     let bearer = |t: &str| ("Authorization", format!("Bearer {t}"));
     let cases = [
         Case {
@@ -394,6 +443,7 @@ async fn main() {
             body: CALL,
             headers: vec![],
             sessions: vec![],
+            refused: false,
         },
         Case {
             name: "stateful session, SSE",
@@ -404,6 +454,7 @@ async fn main() {
                 ("MCP-Protocol-Version", STATEFUL_VERSION.into()),
             ],
             sessions: sessions.clone(),
+            refused: false,
         },
         Case {
             name: "2026-07-28 stateless, SSE",
@@ -416,6 +467,7 @@ async fn main() {
                 ("Mcp-Name", "add_numbers".into()),
             ],
             sessions: vec![],
+            refused: false,
         },
         Case {
             name: "stateless JSON, authenticated",
@@ -426,6 +478,7 @@ async fn main() {
                 ("MCP-Protocol-Version", STATEFUL_VERSION.into()),
             ],
             sessions: vec![],
+            refused: false,
         },
         Case {
             name: "stateless JSON, authentication off",
@@ -433,6 +486,26 @@ async fn main() {
             body: CALL,
             headers: vec![("MCP-Protocol-Version", STATEFUL_VERSION.into())],
             sessions: vec![],
+            refused: false,
+        },
+        Case {
+            name: "bare axum handler, 429",
+            url: format!("{bare_429}/mcp"),
+            body: CALL,
+            headers: vec![],
+            sessions: vec![],
+            refused: true,
+        },
+        Case {
+            name: "past the MCP quota (429)",
+            url: format!("{limited_url}/mcp"),
+            body: CALL,
+            headers: vec![
+                bearer(&limited_token),
+                ("MCP-Protocol-Version", STATEFUL_VERSION.into()),
+            ],
+            sessions: vec![],
+            refused: true,
         },
     ];
 
@@ -454,6 +527,7 @@ async fn main() {
             ("MCP-Protocol-Version", STATEFUL_VERSION.into()),
         ],
         sessions: sessions.to_vec(),
+        refused: false,
     };
     let on = stateful("stateful SSE, analytics on", &url, &token, &sessions);
     let off = stateful(
@@ -468,6 +542,26 @@ async fn main() {
     for _ in 0..2 {
         on_runs.push(wrk(&on, seconds, connections));
         off_runs.push(wrk(&off, seconds, connections));
+    }
+    // Security monitoring and rate limits on and off (analytics off in both), alternated.
+    let guarded = stateful(
+        "stateful SSE, security on",
+        &quiet_url,
+        &quiet_token,
+        &quiet_sessions,
+    );
+    let unguarded = stateful(
+        "stateful SSE, security off",
+        &unguarded_url,
+        &unguarded_token,
+        &unguarded_sessions,
+    );
+    let _ = wrk(&unguarded, 1, connections);
+    let mut guarded_runs = Vec::new();
+    let mut unguarded_runs = Vec::new();
+    for _ in 0..2 {
+        guarded_runs.push(wrk(&guarded, seconds, connections));
+        unguarded_runs.push(wrk(&unguarded, seconds, connections));
     }
     // Let the writer store what the last runs queued before counting drops.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -493,7 +587,16 @@ async fn main() {
     }
     let cost = 100.0 * (1.0 - outcomes[3].rps / outcomes[4].rps);
     println!("authentication costs {cost:.1}% of stateless JSON throughput (target: under 15%)");
-    for o in on_runs.iter().chain(&off_runs) {
+    println!(
+        "a rate-limited request is answered at {:.0}% of a bare 429's rate (target: at least 100%)",
+        100.0 * outcomes[6].rps / outcomes[5].rps
+    );
+    for o in on_runs
+        .iter()
+        .chain(&off_runs)
+        .chain(&guarded_runs)
+        .chain(&unguarded_runs)
+    {
         println!(
             "{:<36} {:>10.0} {:>9.2} {:>9.2} {:>8.0}% {:>12.1}",
             o.name,
@@ -516,5 +619,19 @@ async fn main() {
         100.0 * (off_rps - on_rps).abs() / off_rps,
         100.0 * (on_cpu - off_cpu) / off_cpu,
         app.analytics.dropped()
+    );
+    let (g_rps, u_rps) = (
+        mean(&guarded_runs, |o| o.rps),
+        mean(&unguarded_runs, |o| o.rps),
+    );
+    let (g_cpu, u_cpu) = (
+        mean(&guarded_runs, |o| o.cpu_us),
+        mean(&unguarded_runs, |o| o.cpu_us),
+    );
+    println!(
+        "detection and rate limiting on: {g_rps:.0} req/s, off: {u_rps:.0} req/s, {:.1}% apart \
+         (target: under 5%); CPU per request {g_cpu:.1} µs on, {u_cpu:.1} µs off ({:+.1}%)",
+        100.0 * (u_rps - g_rps).abs() / u_rps,
+        100.0 * (g_cpu - u_cpu) / u_cpu,
     );
 }

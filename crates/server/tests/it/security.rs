@@ -871,8 +871,19 @@ async fn credential_stuffing_blocks_the_address_on_every_instance_longer_each_ti
             .login(&format!("victim{i}@example.com"), "hunter2")
             .await;
     }
-    let retry = until_status(&app, stuffer, StatusCode::FORBIDDEN).await;
-    assert_eq!(retry.as_deref(), Some("1200"));
+    // The block holds at once for the first length; once its strikes are read from the
+    // database (the second `ip_blocked` event), for four times as long.
+    until_status(&app, stuffer, StatusCode::FORBIDDEN).await;
+    let rows = events_when(&app, |r| count(r, "ip_blocked") == 2).await;
+    let until = of_kind(&rows, "ip_blocked")[1].evidence["until"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(until - app.clock.now_millis(), 1_200_000);
+    let (status, retry) = status_from(&app, stuffer).await;
+    assert_eq!(
+        (status, retry.as_deref()),
+        (StatusCode::FORBIDDEN, Some("1200"))
+    );
 }
 
 #[tokio::test]
