@@ -123,6 +123,43 @@ pub struct SecuritySettings {
     /// Addresses never blocked (IPs or CIDRs), besides loopback and `trusted_proxies`.
     #[serde(deserialize_with = "list::deserialize")]
     pub allow_cidrs: Vec<String>,
+    /// Where alerts go (`[[security.webhooks]]` tables).
+    pub webhooks: Vec<WebhookSettings>,
+    /// An alert for the same type and actor (address, user, client) is sent once within this.
+    pub alert_dedup_seconds: i64,
+    /// Deliveries answered with an error (or none) are retried this many times, waiting
+    /// `alert_retry_base_ms`, then five times as long each time (1 s, 5 s, 25 s, …).
+    pub alert_retries: u32,
+    pub alert_retry_base_ms: u64,
+}
+
+/// One alert destination.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Where the POST goes.
+    pub url: String,
+    /// Signs each delivery (Standard Webhooks: `webhook-signature: v1,<base64 HMAC-SHA256>`).
+    /// `whsec_<base64>` is the key in base64, anything else the key's bytes. Never
+    /// serialized back out.
+    #[serde(default, skip_serializing)]
+    pub secret: Option<SecretString>,
+    /// `json` (the event) or `slack` (`{"text": …}`).
+    #[serde(default = "WebhookSettings::default_format")]
+    pub format: String,
+    /// The lowest level sent here.
+    #[serde(default = "WebhookSettings::default_min_level")]
+    pub min_level: String,
+}
+
+impl WebhookSettings {
+    fn default_format() -> String {
+        "json".into()
+    }
+
+    fn default_min_level() -> String {
+        "warning".into()
+    }
 }
 
 impl Default for SecuritySettings {
@@ -145,6 +182,10 @@ impl Default for SecuritySettings {
             block_seconds: 300,
             block_max_seconds: 86_400,
             allow_cidrs: vec![],
+            webhooks: vec![],
+            alert_dedup_seconds: 300,
+            alert_retries: 5,
+            alert_retry_base_ms: 1_000,
         }
     }
 }
@@ -213,6 +254,30 @@ impl SecuritySettings {
                 "security.allow_cidrs",
                 format!("{bad_cidr:?} is not an IP address or CIDR"),
             ));
+        }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            let key = |field: &str| format!("security.webhooks[{i}].{field}");
+            match Url::parse(&w.url) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") => {}
+                _ => {
+                    return Err(bad(
+                        &key("url"),
+                        format!("{:?} is not an http(s) URL", w.url),
+                    ));
+                }
+            }
+            if mcp_oauth_core::security::alerts::AlertFormat::parse(&w.format).is_none() {
+                return Err(bad(&key("format"), "must be json or slack"));
+            }
+            if mcp_oauth_core::security::events::Level::parse(&w.min_level).is_none() {
+                return Err(bad(
+                    &key("min_level"),
+                    "must be one of info, notice, warning, critical",
+                ));
+            }
+        }
+        if self.alert_dedup_seconds < 0 {
+            return Err(bad("security.alert_dedup_seconds", "must be 0 or more"));
         }
         if self.token_spread_addresses < 2 {
             return Err(bad(

@@ -165,11 +165,13 @@ pub fn spawn(state: &AppState) -> Vec<JoinHandle<()>> {
         })
     };
     let health = crate::db_health::spawn_monitor(state.db_health.clone(), state.db.clone());
+    let alerts = tokio::spawn(state.security.alerts.clone().deliver());
     vec![
         cleanup,
         keys,
         revocations,
         blocks,
+        alerts,
         mcp_sessions,
         metrics,
         health,

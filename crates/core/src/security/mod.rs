@@ -2,6 +2,7 @@
 //! detectors. Pure, with time passed in.
 
 pub mod address;
+pub mod alerts;
 pub mod blocks;
 pub mod connections;
 pub mod detectors;

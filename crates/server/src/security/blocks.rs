@@ -35,6 +35,9 @@ pub struct BlockList {
     allow: Vec<Cidr>,
     /// Blocked addresses and until when (`None`: until unblocked).
     active: RwLock<HashMap<IpAddr, Option<Millis>>>,
+    /// Blocks made here and not (yet) in the database: kept over each reload, so that a
+    /// block holds here while it is being stored, or if storing it failed.
+    pending: std::sync::Mutex<HashMap<IpAddr, Option<Millis>>>,
     /// `active.len()`, read without the lock: with nothing blocked, a request costs one load.
     count: AtomicUsize,
 }
@@ -44,6 +47,7 @@ impl BlockList {
         Self {
             allow,
             active: RwLock::default(),
+            pending: std::sync::Mutex::default(),
             count: AtomicUsize::new(0),
         }
     }
@@ -68,11 +72,24 @@ impl BlockList {
         until.is_none_or(|t| t > now).then_some(until)
     }
 
-    /// Block `ip` here at once (the database is written by the caller).
+    /// Block `ip` here at once; it stays blocked here until it ends or [`Self::stored`]
+    /// says the database has it (the caller writes it there).
     pub fn insert(&self, ip: IpAddr, until: Option<Millis>) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ip, until);
         let mut active = self.active.write().unwrap_or_else(|e| e.into_inner());
         active.insert(ip, until);
         self.count.store(active.len(), Ordering::Relaxed);
+    }
+
+    /// The block of `ip` is in the database: from now on, reloads decide it.
+    pub fn stored(&self, ip: IpAddr) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ip);
     }
 
     pub fn remove(&self, ip: IpAddr) {
@@ -84,10 +101,17 @@ impl BlockList {
     /// Replace what is held with the blocks in force in the database.
     pub async fn poll(&self, db: &Db, now: Millis) -> mcp_oauth_store::Result<()> {
         let rows = db.active_ip_blocks(now, MAX_ACTIVE).await?;
-        let fresh: HashMap<IpAddr, Option<Millis>> = rows
+        let mut fresh: HashMap<IpAddr, Option<Millis>> = rows
             .into_iter()
             .filter_map(|r| Some((r.ip.parse().ok()?, r.expires_at)))
             .collect();
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.retain(|_, until| until.is_none_or(|t| t > now));
+            for (ip, until) in pending.iter() {
+                fresh.entry(*ip).or_insert(*until);
+            }
+        }
         let mut active = self.active.write().unwrap_or_else(|e| e.into_inner());
         *active = fresh;
         self.count.store(active.len(), Ordering::Relaxed);

@@ -8,6 +8,7 @@
 //! pure, in `mcp_oauth_core::security`; this module holds their state, one lock per
 //! detector, per instance.
 
+pub mod alerts;
 pub mod blocks;
 pub mod feed;
 pub mod rate_limit;
@@ -97,6 +98,8 @@ pub struct SecurityMonitor {
     enabled: bool,
     /// Addresses blocked, shared with the middleware that refuses them.
     pub blocks: Arc<blocks::BlockList>,
+    /// Where alerts go (its delivery task is started with the other background work).
+    pub alerts: Arc<alerts::Alerts>,
     /// Events at or above it block their address (when `auto_block` and the event is about
     /// the address).
     block_min_level: Option<Level>,
@@ -137,6 +140,7 @@ impl SecurityMonitor {
         Self {
             enabled: s.enabled,
             blocks: Arc::new(blocks::BlockList::new(allow)),
+            alerts: Arc::new(alerts::Alerts::new(s, clock.clone())),
             block_min_level: s
                 .auto_block
                 .then(|| Level::parse(&s.block_min_level))
@@ -190,6 +194,7 @@ impl SecurityMonitor {
         {
             self.auto_block(who, event.kind.as_str());
         }
+        self.alerts.offer(&event);
         emit(&self.recorder, &self.metrics, event);
     }
 
@@ -209,21 +214,26 @@ impl SecurityMonitor {
             move |until| SecurityEvent::ip_blocked(now, reason, Some(until), "auto");
         let event_sink = self.recorder.clone();
         let metrics = self.metrics.clone();
+        let alerts = self.alerts.clone();
         tokio::spawn(async move {
             let address = ip.to_string();
             let previous = db.ip_block_strikes(&address).await.unwrap_or(0);
             let seconds = block_seconds(u32::try_from(previous).unwrap_or(u32::MAX), base, max);
             let until = now + seconds * 1000;
-            if let Err(e) = db
+            blocks.insert(ip, Some(until));
+            match db
                 .block_ip(&address, reason, now, Some(until), "auto", true)
                 .await
             {
-                tracing::warn!(error = ?e.to_string(), "storing an address block failed; it holds on this instance only");
+                Ok(()) => blocks.stored(ip),
+                Err(e) => {
+                    tracing::warn!(error = ?e.to_string(), "storing an address block failed; it holds on this instance only");
+                }
             }
-            blocks.insert(ip, Some(until));
             let event = monitor_event(until)
                 .actor(requester.actor(None, None))
                 .request_id(requester.request_id.as_deref());
+            alerts.offer(&event);
             emit(&event_sink, &metrics, event);
         });
     }

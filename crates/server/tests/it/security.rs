@@ -923,3 +923,215 @@ async fn operators_block_and_unblock_addresses_but_never_loopback_proxies_or_the
     assert!(security_cli(&app, &["unblock", "203.0.113.70"]).0);
     until_status(&app, "203.0.113.70", StatusCode::OK).await;
 }
+
+/// What a webhook receiver on loopback got: each request's headers and body. The first
+/// request to `/flaky` is answered 500.
+#[derive(Clone, Default)]
+struct Received(
+    std::sync::Arc<std::sync::Mutex<Vec<(String, reqwest::header::HeaderMap, String)>>>,
+);
+
+async fn webhook_receiver() -> (String, Received) {
+    use axum::extract::{Path, State};
+    let received = Received::default();
+    let app = axum::Router::new()
+        .route(
+            "/{name}",
+            axum::routing::post(
+                |State(r): State<Received>,
+                 Path(name): Path<String>,
+                 headers: axum::http::HeaderMap,
+                 body: String| async move {
+                    let mut seen = r.0.lock().unwrap();
+                    let first = !seen.iter().any(|(n, ..)| *n == name);
+                    let mut copied = reqwest::header::HeaderMap::new();
+                    for (k, v) in &headers {
+                        copied.insert(k.clone(), v.clone());
+                    }
+                    seen.push((name.clone(), copied, body));
+                    if name == "flaky" && first {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                },
+            ),
+        )
+        .with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), received)
+}
+
+#[tokio::test]
+async fn alerts_are_signed_retried_after_a_500_and_sent_once_per_repeat_window() {
+    let (receiver, received) = webhook_receiver().await;
+    let key = b"a webhook secret of 32 bytes....";
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    let app = spawn_app_with(|raw| {
+        raw.security.alert_retry_base_ms = 50;
+        raw.security.webhooks = vec![
+            mcp_oauth::config::WebhookSettings {
+                url: format!("{receiver}/flaky"),
+                secret: Some(secret.into()),
+                format: "json".into(),
+                min_level: "warning".into(),
+            },
+            mcp_oauth::config::WebhookSettings {
+                url: format!("{receiver}/slack"),
+                secret: None,
+                format: "slack".into(),
+                min_level: "critical".into(),
+            },
+        ];
+    })
+    .await;
+    let claims = json!({"iss": app.url, "sub": "x", "aud": app.mcp_resource(), "client_id": "c",
+        "scope": "mcp", "exp": app.clock.now() + 600, "iat": app.clock.now(), "jti": "j1"});
+    // A critical event, the same again (held back), and a notice (below both levels).
+    for _ in 0..2 {
+        let forged_token = forged("no-such-key", &claims);
+        app.mcp_send(Some(&forged_token), None, &initialize(1))
+            .await;
+    }
+    app.http
+        .get(format!("{}/.env", app.url))
+        .send()
+        .await
+        .unwrap();
+
+    let deliveries = || received.0.lock().unwrap().clone();
+    for _ in 0..200 {
+        if deliveries().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = deliveries();
+    let flaky: Vec<_> = got.iter().filter(|(n, ..)| n == "flaky").collect();
+    let slack: Vec<_> = got.iter().filter(|(n, ..)| n == "slack").collect();
+    assert_eq!(
+        flaky.len(),
+        2,
+        "one alert, retried once after the 500: {got:#?}"
+    );
+    assert_eq!(slack.len(), 1, "the repeat is held back");
+
+    let (_, first, _) = flaky[0];
+    let (_, retry, body) = flaky[1];
+    assert_eq!(
+        first["webhook-id"], retry["webhook-id"],
+        "a retry is the same message"
+    );
+    let alert: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        (alert["type"].as_str(), alert["level"].as_str()),
+        (Some("forged_token"), Some("critical"))
+    );
+    assert_eq!(alert["evidence"]["key_id"], "no-such-key");
+    assert_eq!(alert["id"], retry["webhook-id"].to_str().unwrap());
+
+    // The receiver's check (Standard Webhooks): HMAC-SHA256 of "{id}.{timestamp}.{body}".
+    let id = retry["webhook-id"].to_str().unwrap();
+    let timestamp = retry["webhook-timestamp"].to_str().unwrap();
+    let signature = retry["webhook-signature"].to_str().unwrap();
+    let signing = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    let expected = aws_lc_rs::hmac::sign(&signing, format!("{id}.{timestamp}.{body}").as_bytes());
+    assert_eq!(
+        signature,
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(expected.as_ref())
+        )
+    );
+    assert!(
+        aws_lc_rs::hmac::verify(
+            &signing,
+            format!("{id}.{timestamp}.{body}x").as_bytes(),
+            expected.as_ref()
+        )
+        .is_err(),
+        "a changed body does not verify"
+    );
+    let (_, _, text) = slack[0];
+    let text: Value = serde_json::from_str(text).unwrap();
+    assert!(
+        text["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[critical] forged_token (score 90)"),
+        "{text}"
+    );
+    assert!(
+        got.iter().all(|(_, _, b)| !b.contains("scanner")),
+        "a notice goes to neither destination"
+    );
+}
+
+#[tokio::test]
+async fn the_command_line_follows_new_events_as_any_instance_stores_them() {
+    use std::io::{BufRead, BufReader};
+    let app = app().await;
+    let second = crate::helpers::spawn_second_instance(&app).await;
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"))
+        .env_clear()
+        .env("MCP_OAUTH_DATABASE_URL", &app.database_url)
+        .env(
+            "MCP_OAUTH_KEYS__ENCRYPTION_KEY",
+            crate::helpers::TEST_ENCRYPTION_KEY,
+        )
+        .args([
+            "security", "events", "--follow", "--json", "--type", "scanner",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mcp-oauth");
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Give the follower time to print the (empty) backlog and start polling.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for (instance, path) in [(&app, "/.env"), (&second, "/.git/config")] {
+        instance
+            .http
+            .get(format!("{}{path}", instance.url))
+            .send()
+            .await
+            .unwrap();
+    }
+    events_when(&app, |r| count(r, "scanner") == 2).await;
+    let mut paths = Vec::new();
+    for _ in 0..2 {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) else {
+            let _ = follower.kill();
+            let out = follower.wait_with_output().unwrap();
+            panic!(
+                "no followed event; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let event: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["type"], "scanner");
+        paths.push(event["evidence"]["path"].as_str().unwrap().to_owned());
+    }
+    paths.sort();
+    assert_eq!(paths, ["/.env", "/.git/config"], "from both instances");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1_500)).is_err(),
+        "each event is printed once"
+    );
+    let _ = follower.kill();
+    let _ = follower.wait();
+}
