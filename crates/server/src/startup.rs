@@ -54,10 +54,18 @@ pub async fn connect_db(database_url: &str) -> anyhow::Result<Db> {
                 redact_url(database_url)
             )
         })?;
-    db.migrate()
-        .await
-        .context("applying database migrations failed")?;
-    Ok(db)
+    // A command run beside a busy server can find SQLite's lock taken mid-check; try again.
+    let mut attempt = 0;
+    loop {
+        match db.migrate().await {
+            Ok(()) => return Ok(db),
+            Err(e) if e.is_busy() && attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e).context("applying database migrations failed"),
+        }
+    }
 }
 
 /// A database URL without its password (in the user information or a `password` query

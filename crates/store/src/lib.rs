@@ -69,6 +69,17 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+
+    /// SQLite answered `SQLITE_BUSY` where its busy timeout does not apply (a transaction
+    /// that read, then had to write after another process wrote): worth trying again.
+    pub fn is_busy(&self) -> bool {
+        let sqlx_error = match self {
+            Self::Database(e) | Self::Unavailable(e) => e,
+            Self::Migrate(sqlx::migrate::MigrateError::Execute(e)) => e,
+            _ => return false,
+        };
+        matches!(sqlx_error, sqlx::Error::Database(d) if d.code().as_deref() == Some("5"))
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

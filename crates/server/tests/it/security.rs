@@ -895,7 +895,8 @@ async fn operators_block_and_unblock_addresses_but_never_loopback_proxies_or_the
     assert_eq!(retry, None, "no end to announce");
 
     for allowed in ["192.0.2.9", "127.0.0.1"] {
-        assert!(security_cli(&app, &["block", allowed, "--minutes", "5"]).0);
+        let (ok, said) = security_cli(&app, &["block", allowed, "--minutes", "5"]);
+        assert!(ok, "{said}");
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(
