@@ -1,11 +1,10 @@
 //! Alert delivery: each event at or above a destination's level, once per type and actor
 //! within `security.alert_dedup_seconds`, POSTed to the destination's webhook, signed
 //! (Standard Webhooks headers, see `mcp_oauth_core::security::alerts`), retried with
-//! backoff. Bounded: a queue of `QUEUE` events (past it, alerts are dropped and counted, the
+//! backoff. Bounded: a queue of `QUEUE` events (past it, alerts are dropped and logged, the
 //! events themselves are still stored) and at most `CONCURRENT` deliveries at once.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,7 +58,6 @@ pub struct Alerts {
     dedup: Mutex<Deduplicator<DedupKey>>,
     queue: mpsc::Sender<SecurityEvent>,
     receiver: Mutex<Option<mpsc::Receiver<SecurityEvent>>>,
-    dropped: AtomicU64,
     retries: u32,
     retry_base: Duration,
     clock: Clock,
@@ -87,16 +85,10 @@ impl Alerts {
             )),
             queue,
             receiver: Mutex::new(Some(receiver)),
-            dropped: AtomicU64::new(0),
             retries: settings.alert_retries,
             retry_base: Duration::from_millis(settings.alert_retry_base_ms),
             clock,
         }
-    }
-
-    /// Alerts dropped because the queue was full, since start.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Queue `event` for the destinations that take its level, unless the same type and
@@ -120,7 +112,6 @@ impl Alerts {
             .unwrap_or_else(|e| e.into_inner())
             .admit(key, self.clock.now_millis());
         if admitted && self.queue.try_send(event.clone()).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 security_event = event.kind.as_str(),
                 "alert queue full; alert dropped"

@@ -532,14 +532,8 @@ async fn security_events_can_be_turned_off() {
 
 /// `mcp-oauth security events` on `app`'s database with `args`; its standard output.
 fn cli(app: &TestApp, args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"))
-        .env_clear()
-        .env("MCP_OAUTH_DATABASE_URL", &app.database_url)
-        .env(
-            "MCP_OAUTH_KEYS__ENCRYPTION_KEY",
-            crate::helpers::TEST_ENCRYPTION_KEY,
-        )
-        .args(["security", "events"])
+    let out = security_command(app)
+        .arg("events")
         .args(args)
         .output()
         .expect("run mcp-oauth");
@@ -549,6 +543,19 @@ fn cli(app: &TestApp, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// The binary on `app`'s database with a clean environment, at `mcp-oauth security`.
+fn security_command(app: &TestApp) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"));
+    c.env_clear()
+        .env("MCP_OAUTH_DATABASE_URL", &app.database_url)
+        .env(
+            "MCP_OAUTH_KEYS__ENCRYPTION_KEY",
+            crate::helpers::TEST_ENCRYPTION_KEY,
+        )
+        .arg("security");
+    c
 }
 
 #[tokio::test]
@@ -604,21 +611,9 @@ async fn the_command_line_prints_one_json_object_per_event_with_filters() {
     );
     assert!(cli(&app, &[&range[..], &["--level", "warning"]].concat()).is_empty());
 
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"))
-        .env_clear()
-        .env("MCP_OAUTH_DATABASE_URL", &app.database_url)
-        .env(
-            "MCP_OAUTH_KEYS__ENCRYPTION_KEY",
-            crate::helpers::TEST_ENCRYPTION_KEY,
-        )
-        .args(["security", "events", "--type", "nope"])
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
-    assert!(
-        String::from_utf8_lossy(&bad.stderr).contains("code_replay"),
-        "the error lists the types"
-    );
+    let (ok, said) = security_cli(&app, &["events", "--type", "nope"]);
+    assert!(!ok);
+    assert!(said.contains("code_replay"), "the error lists the types");
 }
 
 fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
@@ -752,14 +747,7 @@ async fn the_token_endpoint_and_the_sign_in_form_are_limited_per_client_and_addr
 
 /// `mcp-oauth security <args>` on `app`'s database: whether it succeeded, and its output.
 fn security_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"))
-        .env_clear()
-        .env("MCP_OAUTH_DATABASE_URL", &app.database_url)
-        .env(
-            "MCP_OAUTH_KEYS__ENCRYPTION_KEY",
-            crate::helpers::TEST_ENCRYPTION_KEY,
-        )
-        .arg("security")
+    let out = security_command(app)
         .args(args)
         .output()
         .expect("run mcp-oauth");
@@ -1079,16 +1067,8 @@ async fn the_command_line_follows_new_events_as_any_instance_stores_them() {
     use std::io::{BufRead, BufReader};
     let app = app().await;
     let second = crate::helpers::spawn_second_instance(&app).await;
-    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"))
-        .env_clear()
-        .env("MCP_OAUTH_DATABASE_URL", &app.database_url)
-        .env(
-            "MCP_OAUTH_KEYS__ENCRYPTION_KEY",
-            crate::helpers::TEST_ENCRYPTION_KEY,
-        )
-        .args([
-            "security", "events", "--follow", "--json", "--type", "scanner",
-        ])
+    let mut follower = security_command(&app)
+        .args(["events", "--follow", "--json", "--type", "scanner"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
