@@ -558,7 +558,7 @@ async fn admin(command: &Command, settings: &Settings, db: &Db) -> anyhow::Resul
             let ip = parse_ip(ip)?;
             let now = Clock::system().now_millis();
             let until = minutes.map(|m| now + m * 60_000);
-            db.block_ip(&ip, reason, now, until, "cli", false).await?;
+            retry_busy(|| db.block_ip(&ip, reason, now, until, "cli", false)).await?;
             match until {
                 Some(t) => writeln!(
                     out,
@@ -570,7 +570,8 @@ async fn admin(command: &Command, settings: &Settings, db: &Db) -> anyhow::Resul
         }
         Command::Security(SecurityCommand::Unblock { ip }) => {
             let ip = parse_ip(ip)?;
-            if !db.unblock_ip(&ip, Clock::system().now_millis()).await? {
+            let now = Clock::system().now_millis();
+            if !retry_busy(|| db.unblock_ip(&ip, now)).await? {
                 bail!("{ip} is not blocked");
             }
             writeln!(out, "{ip} is unblocked")?;
@@ -694,4 +695,23 @@ fn parse_ip(ip: &str) -> anyhow::Result<String> {
         .parse::<std::net::IpAddr>()
         .map_err(|_| anyhow!("{ip:?} is not an IP address"))?
         .to_string())
+}
+
+/// Run a write beside a running server on SQLite, trying again while SQLite answers busy
+/// where its busy timeout does not apply (see `StoreError::is_busy`).
+async fn retry_busy<T, F, Fut>(mut write: F) -> mcp_oauth_store::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = mcp_oauth_store::Result<T>>,
+{
+    let mut attempt = 0;
+    loop {
+        match write().await {
+            Err(e) if e.is_busy() && attempt < 50 => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            outcome => return outcome,
+        }
+    }
 }
