@@ -352,7 +352,8 @@ async fn the_command_line_prints_the_same_summary() {
     let app = spawn().await;
     let admin = admin_browser(&app).await;
     let api = settled_summary(&app, &admin, |s| s["oauth"]["sign_ins"] == 1).await;
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mcp-oauth"));
+    command
         .env_clear()
         .env("MCP_OAUTH_DATABASE_URL", &app.database_url)
         .env(
@@ -366,9 +367,8 @@ async fn the_command_line_prints_the_same_summary() {
             api["from"].as_str().unwrap(),
             "--to",
             api["to"].as_str().unwrap(),
-        ])
-        .output()
-        .expect("run mcp-oauth");
+        ]);
+    let out = crate::helpers::output_of(command).await;
     assert!(
         out.status.success(),
         "{}",

@@ -1776,3 +1776,12 @@ pub async fn spawn_app_on_database(
     let clock = Clock::manual(Clock::system().now());
     start(raw, listener, clock, false).await
 }
+
+/// Run `command` to completion without blocking the test's runtime: the app under test runs
+/// on that runtime, and a command that waits for it (a SQLite write waiting for the app's
+/// transaction to commit) would otherwise wait for a runtime that waits for the command.
+pub async fn output_of(mut command: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || command.output().expect("run the command"))
+        .await
+        .expect("the command's thread")
+}

@@ -531,12 +531,10 @@ async fn security_events_can_be_turned_off() {
 }
 
 /// `mcp-oauth security events` on `app`'s database with `args`; its standard output.
-fn cli(app: &TestApp, args: &[&str]) -> String {
-    let out = security_command(app)
-        .arg("events")
-        .args(args)
-        .output()
-        .expect("run mcp-oauth");
+async fn cli(app: &TestApp, args: &[&str]) -> String {
+    let mut command = security_command(app);
+    command.arg("events").args(args);
+    let out = crate::helpers::output_of(command).await;
     assert!(
         out.status.success(),
         "{}",
@@ -579,7 +577,7 @@ async fn the_command_line_prints_one_json_object_per_event_with_filters() {
     let (from, to) = (at(-3600), at(3600));
     let range = ["--from", from.as_str(), "--to", to.as_str()];
 
-    let all = cli(&app, &[&range[..], &["--json"]].concat());
+    let all = cli(&app, &[&range[..], &["--json"]].concat()).await;
     let lines: Vec<Value> = all
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -600,18 +598,23 @@ async fn the_command_line_prints_one_json_object_per_event_with_filters() {
     let scanners = cli(
         &app,
         &[&range[..], &["--json", "--type", "scanner"]].concat(),
-    );
+    )
+    .await;
     assert_eq!(scanners.lines().count(), 1);
-    let by_user = cli(&app, &[&range[..], &["--json", "--user", EMAIL]].concat());
+    let by_user = cli(&app, &[&range[..], &["--json", "--user", EMAIL]].concat()).await;
     assert_eq!(by_user.lines().count(), 1);
-    let by_ip = cli(&app, &[&range[..], &["--ip", "203.0.113.60"]].concat());
+    let by_ip = cli(&app, &[&range[..], &["--ip", "203.0.113.60"]].concat()).await;
     assert!(
         by_ip.contains("scanner") && by_ip.contains("ip=203.0.113.60"),
         "{by_ip}"
     );
-    assert!(cli(&app, &[&range[..], &["--level", "warning"]].concat()).is_empty());
+    assert!(
+        cli(&app, &[&range[..], &["--level", "warning"]].concat())
+            .await
+            .is_empty()
+    );
 
-    let (ok, said) = security_cli(&app, &["events", "--type", "nope"]);
+    let (ok, said) = security_cli(&app, &["events", "--type", "nope"]).await;
     assert!(!ok);
     assert!(said.contains("code_replay"), "the error lists the types");
 }
@@ -746,11 +749,10 @@ async fn the_token_endpoint_and_the_sign_in_form_are_limited_per_client_and_addr
 }
 
 /// `mcp-oauth security <args>` on `app`'s database: whether it succeeded, and its output.
-fn security_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
-    let out = security_command(app)
-        .args(args)
-        .output()
-        .expect("run mcp-oauth");
+async fn security_cli(app: &TestApp, args: &[&str]) -> (bool, String) {
+    let mut command = security_command(app);
+    command.args(args);
+    let out = crate::helpers::output_of(command).await;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -835,7 +837,7 @@ async fn credential_stuffing_blocks_the_address_on_every_instance_longer_each_ti
         (Some("credential_stuffing"), Some("auto"))
     );
 
-    let (ok, listed) = security_cli(&app, &["blocks", "--json"]);
+    let (ok, listed) = security_cli(&app, &["blocks", "--json"]).await;
     assert!(ok, "{listed}");
     let block: Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
     assert_eq!(
@@ -843,12 +845,12 @@ async fn credential_stuffing_blocks_the_address_on_every_instance_longer_each_ti
         (Some(stuffer), Some(1))
     );
 
-    let (ok, said) = security_cli(&app, &["unblock", stuffer]);
+    let (ok, said) = security_cli(&app, &["unblock", stuffer]).await;
     assert!(ok, "{said}");
     until_status(&app, stuffer, StatusCode::OK).await;
     until_status(&second, stuffer, StatusCode::OK).await;
     assert!(
-        !security_cli(&app, &["unblock", stuffer]).0,
+        !security_cli(&app, &["unblock", stuffer]).await.0,
         "not blocked any more"
     );
 
@@ -877,13 +879,14 @@ async fn credential_stuffing_blocks_the_address_on_every_instance_longer_each_ti
 #[tokio::test]
 async fn operators_block_and_unblock_addresses_but_never_loopback_proxies_or_the_allow_list() {
     let app = blocking_app().await;
-    let (ok, said) = security_cli(&app, &["block", "203.0.113.70", "--reason", "abuse report"]);
+    let (ok, said) =
+        security_cli(&app, &["block", "203.0.113.70", "--reason", "abuse report"]).await;
     assert!(ok && said.contains("until unblocked"), "{said}");
     let retry = until_status(&app, "203.0.113.70", StatusCode::FORBIDDEN).await;
     assert_eq!(retry, None, "no end to announce");
 
     for allowed in ["192.0.2.9", "127.0.0.1"] {
-        let (ok, said) = security_cli(&app, &["block", allowed, "--minutes", "5"]);
+        let (ok, said) = security_cli(&app, &["block", allowed, "--minutes", "5"]).await;
         assert!(ok, "{said}");
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -907,9 +910,10 @@ async fn operators_block_and_unblock_addresses_but_never_loopback_proxies_or_the
         "loopback (and the proxy) are never blocked"
     );
 
-    let (ok, said) = security_cli(&app, &["block", "not-an-ip"]);
+    let (ok, said) = security_cli(&app, &["block", "not-an-ip"]).await;
     assert!(!ok && said.contains("not an IP address"), "{said}");
-    assert!(security_cli(&app, &["unblock", "203.0.113.70"]).0);
+    let (ok, said) = security_cli(&app, &["unblock", "203.0.113.70"]).await;
+    assert!(ok, "{said}");
     until_status(&app, "203.0.113.70", StatusCode::OK).await;
 }
 
