@@ -296,6 +296,9 @@ fn check_config(s: &Settings) -> anyhow::Result<()> {
         "dynamic_registration": s.registration.enabled,
         "client_id_metadata_documents": s.cimd.enabled,
         "metrics_bearer_token": s.metrics_bearer_token.as_ref().map(|_| "set, not shown"),
+        "redis_url": s.redis_url.as_ref().map(|_| "set, not shown"),
+        "rate_limits_shared": s.rate_limits.shared
+            .resolve(s.database_url.backend(), s.redis_url.is_some()),
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     println!("configuration is valid");

@@ -47,11 +47,46 @@ pub struct RawSettings {
     pub analytics: AnalyticsSettings,
     pub security: SecuritySettings,
     pub rate_limits: RateLimitSettings,
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://`): where instances share their
+    /// rate-limit buckets (`rate_limits.shared`). Never serialized back out: it may hold a
+    /// password.
+    #[serde(skip_serializing)]
+    pub redis_url: Option<SecretString>,
+}
+
+/// Where instances keep the rate-limit buckets they share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SharedLimits {
+    /// Redis when `redis_url` is set; else the database when it is PostgreSQL (several
+    /// instances can share it); else each instance alone (SQLite serves one machine).
+    Auto,
+    /// Each instance counts alone: N instances allow N times the quota.
+    Local,
+    /// A table in the database: one conditional upsert per limited request.
+    Database,
+    /// Redis (`redis_url`): one script call per limited request.
+    Redis,
+}
+
+impl SharedLimits {
+    /// What `auto` means for this deployment.
+    pub fn resolve(self, backend: mcp_oauth_store::Backend, redis: bool) -> SharedLimits {
+        match self {
+            SharedLimits::Auto if redis => SharedLimits::Redis,
+            SharedLimits::Auto if backend == mcp_oauth_store::Backend::Postgres => {
+                SharedLimits::Database
+            }
+            SharedLimits::Auto => SharedLimits::Local,
+            other => other,
+        }
+    }
 }
 
 /// Rate limits per endpoint class (requests per minute, replenished evenly, with a burst of
-/// the whole minute), per instance, keyed on the client, user and address a request names.
-/// `0` leaves a class unlimited. Registrations keep `registration.per_ip_per_minute`.
+/// the whole minute), keyed on the client, user and address a request names, counted across
+/// instances as `shared` says. `0` leaves a class unlimited. Registrations keep
+/// `registration.per_ip_per_minute`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
@@ -66,6 +101,8 @@ pub struct RateLimitSettings {
     pub mcp_per_minute: u32,
     /// Buckets held per class at most; past it, new keys share one.
     pub max_keys: usize,
+    /// Where instances share their buckets (`auto`, `local`, `database`, `redis`).
+    pub shared: SharedLimits,
 }
 
 impl Default for RateLimitSettings {
@@ -77,6 +114,7 @@ impl Default for RateLimitSettings {
             authorization_per_minute: 120,
             mcp_per_minute: 1_200,
             max_keys: 100_000,
+            shared: SharedLimits::Auto,
         }
     }
 }
@@ -493,6 +531,11 @@ impl DatabaseUrl {
     pub fn redacted(&self) -> String {
         crate::startup::redact_url(&self.0)
     }
+
+    /// The backend it names (validation has refused any other URL).
+    pub fn backend(&self) -> mcp_oauth_store::Backend {
+        mcp_oauth_store::Backend::from_url(&self.0).unwrap_or(mcp_oauth_store::Backend::Sqlite)
+    }
 }
 
 impl std::ops::Deref for DatabaseUrl {
@@ -873,6 +916,7 @@ impl Default for RawSettings {
             analytics: AnalyticsSettings::default(),
             security: SecuritySettings::default(),
             rate_limits: RateLimitSettings::default(),
+            redis_url: None,
         }
     }
 }
@@ -1116,6 +1160,7 @@ pub struct Settings {
     pub analytics: AnalyticsSettings,
     pub security: SecuritySettings,
     pub rate_limits: RateLimitSettings,
+    pub redis_url: Option<SecretString>,
 }
 
 impl Settings {
@@ -1326,6 +1371,22 @@ impl RawSettings {
         if self.rate_limits.max_keys == 0 {
             return Err(bad("rate_limits.max_keys", "must be at least 1"));
         }
+        if let Some(url) = &self.redis_url {
+            let url = url.expose_secret();
+            if !(url.starts_with("redis://") || url.starts_with("rediss://"))
+                || redis::Client::open(url).is_err()
+            {
+                return Err(bad(
+                    "redis_url",
+                    "must be a URL like redis://127.0.0.1:6379 or rediss://user:password@host:6380/0",
+                ));
+            }
+        } else if self.rate_limits.shared == SharedLimits::Redis {
+            return Err(bad(
+                "rate_limits.shared",
+                "\"redis\" needs redis_url (for example redis://127.0.0.1:6379)",
+            ));
+        }
 
         if let Some(tls) = &self.tls {
             for (key, path) in [
@@ -1494,6 +1555,7 @@ impl RawSettings {
             analytics,
             security: self.security,
             rate_limits: self.rate_limits,
+            redis_url: self.redis_url,
         })
     }
 }

@@ -277,7 +277,9 @@ impl Application {
             })?),
             None => None,
         };
-        let state = AppState::new(settings, db, clock, keys)?;
+        let shared_limits =
+            crate::security::rate_limit::SharedBuckets::for_settings(&settings, &db).await?;
+        let state = AppState::new(settings, db, clock, keys, shared_limits)?;
         state.revocations.poll(&state.db, state.clock.now()).await?;
         let router = router(state.clone());
         Ok(Self {

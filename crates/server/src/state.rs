@@ -65,7 +65,13 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(settings: Settings, db: Db, clock: Clock, keys: KeyStore) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: Settings,
+        db: Db,
+        clock: Clock,
+        keys: KeyStore,
+        shared_limits: Option<crate::security::rate_limit::SharedBuckets>,
+    ) -> anyhow::Result<Self> {
         let per_minute = NonZeroU32::new(settings.registration.per_ip_per_minute.max(1))
             .unwrap_or(NonZeroU32::MIN);
         let burst =
@@ -112,6 +118,7 @@ impl AppState {
         ));
         let rate_limits = Arc::new(crate::security::rate_limit::RateLimits::new(
             &settings.rate_limits,
+            shared_limits,
         ));
         Ok(Self {
             rate_limits,

@@ -19,6 +19,7 @@ mod consents;
 mod devices;
 mod housekeeping;
 mod keys;
+mod rate_limits;
 mod revocations;
 mod security;
 mod sessions;

@@ -110,9 +110,107 @@ pub fn reset_seconds(quota: Quota, remaining: u32) -> u64 {
     (missing * per_request_ms).div_ceil(1000)
 }
 
+/// GCRA (the generic cell rate algorithm), as buckets shared by instances keep it: one
+/// number per bucket, its theoretical arrival time (TAT) in microseconds. Each request moves
+/// the TAT one `interval` on, starting from now at the earliest; a request that would move it
+/// more than a whole `window` past now is refused. So a full bucket allows a burst of the
+/// whole quota, then one request per `window / quota`. The database statement and the Redis
+/// script apply [`Gcra::take`] atomically; the helpers read the headers from its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gcra {
+    pub interval_us: i64,
+    pub window_us: i64,
+}
+
+impl Gcra {
+    pub fn new(quota: Quota) -> Self {
+        let window_us = i64::from(quota.window_seconds) * 1_000_000;
+        let interval_us = (window_us / i64::from(quota.quota.max(1))).max(1);
+        // The window the bucket may run ahead of now: whole intervals, so that a fresh bucket
+        // allows exactly `quota` requests even when the window does not divide evenly.
+        Gcra {
+            interval_us,
+            window_us: interval_us * i64::from(quota.quota.max(1)),
+        }
+    }
+
+    /// One request at `now_us` on a bucket at `tat_us` (`None`: full). `Ok`: allowed, the new
+    /// TAT; `Err`: refused, the TAT unchanged.
+    pub fn take(&self, tat_us: Option<i64>, now_us: i64) -> Result<i64, i64> {
+        let from = tat_us.map_or(now_us, |t| t.max(now_us));
+        let next = from + self.interval_us;
+        if next - now_us <= self.window_us {
+            Ok(next)
+        } else {
+            Err(from)
+        }
+    }
+
+    /// Requests left after one that moved the bucket to `tat_us`.
+    pub fn remaining(&self, tat_us: i64, now_us: i64) -> u32 {
+        let left = (self.window_us - (tat_us - now_us)) / self.interval_us;
+        u32::try_from(left.max(0)).unwrap_or(u32::MAX)
+    }
+
+    /// Whole seconds until a bucket at `tat_us` is full again.
+    pub fn reset_seconds(&self, tat_us: i64, now_us: i64) -> u64 {
+        u64::try_from((tat_us - now_us).max(0))
+            .unwrap_or(0)
+            .div_ceil(1_000_000)
+    }
+
+    /// Milliseconds until a bucket at `tat_us` takes a request again.
+    pub fn wait_ms(&self, tat_us: i64, now_us: i64) -> u64 {
+        let wait_us = tat_us + self.interval_us - self.window_us - now_us;
+        u64::try_from(wait_us.max(0)).unwrap_or(0).div_ceil(1_000)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gcra_allows_a_burst_of_the_quota_then_one_per_interval() {
+        let gcra = Gcra::new(Quota {
+            quota: 3,
+            window_seconds: 60,
+        });
+        assert_eq!(gcra.interval_us, 20_000_000);
+        let now = 1_000_000_000_000;
+        let mut tat = None;
+        for left in (0..3).rev() {
+            let next = gcra.take(tat, now).expect("within the burst");
+            assert_eq!(gcra.remaining(next, now), left);
+            tat = Some(next);
+        }
+        let refused = gcra.take(tat, now).unwrap_err();
+        assert_eq!(refused, now + 60_000_000);
+        assert_eq!(gcra.wait_ms(refused, now), 20_000, "one interval");
+        assert_eq!(gcra.reset_seconds(refused, now), 60);
+        // One interval later exactly one more is allowed.
+        let later = now + 20_000_000;
+        let next = gcra.take(tat, later).expect("one interval later");
+        assert_eq!(gcra.remaining(next, later), 0);
+        assert!(gcra.take(Some(next), later).is_err());
+        // A bucket whose time has long passed is full.
+        let much_later = now + 3_600_000_000;
+        let fresh = gcra.take(Some(next), much_later).unwrap();
+        assert_eq!(gcra.remaining(fresh, much_later), 2);
+    }
+
+    #[test]
+    fn gcra_quota_that_does_not_divide_the_window_still_allows_the_whole_quota() {
+        let gcra = Gcra::new(Quota {
+            quota: 7,
+            window_seconds: 1,
+        });
+        let mut tat = None;
+        for _ in 0..7 {
+            tat = Some(gcra.take(tat, 0).expect("within the burst"));
+        }
+        assert!(gcra.take(tat, 0).is_err());
+    }
 
     fn key(client: Option<&str>, user: Option<&str>) -> RateKey {
         RateKey {

@@ -219,7 +219,7 @@ pub async fn login_post(
         ip,
     };
     if let Some(refused @ RateDecision::Refused { retry_after, .. }) =
-        crate::security::rate_limit(&state, &who, &key)
+        crate::security::rate_limit(&state, &who, &key).await
     {
         let mut r = page(
             &state,

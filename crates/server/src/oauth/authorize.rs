@@ -243,7 +243,7 @@ async fn handle(
         ip: who.ip,
     };
     if let Some(refused @ RateDecision::Refused { retry_after, .. }) =
-        crate::security::rate_limit(state, who, &key)
+        crate::security::rate_limit(state, who, &key).await
     {
         let mut r = PageError::Status {
             status: StatusCode::TOO_MANY_REQUESTS,

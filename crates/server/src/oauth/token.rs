@@ -103,7 +103,7 @@ pub async fn token_post(
         user_id: None,
         ip: who.ip,
     };
-    let rate = crate::security::rate_limit(&state, &who, &key);
+    let rate = crate::security::rate_limit(&state, &who, &key).await;
     if let Some(refused @ RateDecision::Refused { retry_after, .. }) = &rate {
         let mut r = (
             StatusCode::TOO_MANY_REQUESTS,

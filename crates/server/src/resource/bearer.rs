@@ -319,7 +319,7 @@ async fn authenticate(
         user_id: user.map(str::to_owned),
         ip: who.ip,
     };
-    let rate = crate::security::rate_limit(state, &who, &key);
+    let rate = crate::security::rate_limit(state, &who, &key).await;
     if let Some(refused @ RateDecision::Refused { retry_after, .. }) = &rate {
         let message = format!(
             "Rate limit exceeded: at most {} MCP requests a minute for this client and user \

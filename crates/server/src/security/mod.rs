@@ -424,8 +424,11 @@ impl SecurityMonitor {
 
 /// Count a request against its class's rate limit (`None`: not limited); a refusal is also
 /// reported as an event.
-pub fn rate_limit(state: &AppState, who: &Requester, key: &RateKey) -> Option<RateDecision> {
-    let decision = state.rate_limits.check(key)?;
+pub async fn rate_limit(state: &AppState, who: &Requester, key: &RateKey) -> Option<RateDecision> {
+    let decision = state
+        .rate_limits
+        .check(key, state.clock.now_millis())
+        .await?;
     if decision.is_refused() {
         state.security.rate_limited(who, key);
     }

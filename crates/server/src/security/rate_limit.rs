@@ -1,14 +1,25 @@
-//! Rate limits per endpoint class, per instance: one GCRA limiter (`governor`) per class,
-//! keyed by the request's [`RateKey`] (class, client, user, address). Each answer carries the
-//! draft `RateLimit-Policy` / `RateLimit` headers; a refusal is a 429 with `Retry-After`.
+//! Rate limits per endpoint class: one GCRA limiter (`governor`) per class in each instance,
+//! keyed by the request's [`RateKey`] (class, client, user, address), and, when instances
+//! share their buckets (`rate_limits.shared`), the same GCRA in the database or in Redis.
+//! Each answer carries the draft `RateLimit-Policy` / `RateLimit` headers; a refusal is a 429
+//! with `Retry-After`.
+//!
+//! With shared buckets, a request is first counted locally (a client over its quota on this
+//! instance alone is refused without a round trip), then in the shared bucket, which decides.
+//! A shared refusal is remembered here until it ends, so a refused client that keeps sending
+//! costs no further round trips. If the shared store fails or is slow, the local decision
+//! stands, and for the next five seconds no request waits for the store: each instance then
+//! allows the whole quota (logged, at most every ten seconds).
 //!
 //! Memory is bounded: keys are hashed to 64 bits with a per-process random seed (an attacker
 //! cannot aim collisions), and past `rate_limits.max_keys` per class the idle ones are
 //! dropped; if none are, new keys share one overflow bucket (so a flood of fresh addresses is
-//! limited as one) rather than grow the map.
+//! limited as one) rather than grow the map. The shared store holds one row or key per bucket
+//! used in the last minute; the overflow is one bucket there too.
 
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
@@ -17,10 +28,12 @@ use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota as GcraQuota, RateLimiter};
 
 use mcp_oauth_core::security::rate_limit::{
-    EndpointClass, Quota, RateKey, policy_header, reset_seconds, retry_after_seconds, state_header,
+    EndpointClass, Gcra, Quota, RateKey, policy_header, reset_seconds, retry_after_seconds,
+    state_header,
 };
+use mcp_oauth_store::Db;
 
-use crate::config::RateLimitSettings;
+use crate::config::{RateLimitSettings, SharedLimits};
 
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -29,6 +42,16 @@ type Limiter = DefaultKeyedRateLimiter<u64, StateInformationMiddleware>;
 
 /// The key every new key shares once a class holds `max_keys`.
 const OVERFLOW: u64 = 0;
+
+/// How long a request waits for the shared store before the local decision stands.
+const SHARED_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// After the shared store fails, how long instances decide alone before trying it again, so
+/// that an outage costs each request nothing rather than the timeout.
+const SHARED_RETRY_AFTER_MS: i64 = 5_000;
+
+/// Shared refusals remembered, at most (the oldest are forgotten first).
+const REMEMBERED_REFUSALS: usize = 10_000;
 
 struct ClassLimiter {
     quota: Quota,
@@ -80,6 +103,140 @@ pub struct RateLimits {
     classes: [Option<ClassLimiter>; 4],
     max_keys: usize,
     hasher: RandomState,
+    shared: Option<SharedBuckets>,
+    /// Local key → the time (Unix ms) a refusal by the shared bucket ends.
+    refusals: quick_cache::sync::Cache<u64, i64>,
+    /// When the last failure of the shared store was logged (Unix ms).
+    last_failure_logged: AtomicI64,
+    /// Until when (Unix ms) the shared store is left alone after a failure.
+    shared_down_until: AtomicI64,
+}
+
+/// Buckets every instance shares.
+pub enum SharedBuckets {
+    Database(Db),
+    Redis(RedisBuckets),
+}
+
+impl SharedBuckets {
+    /// The shared store `settings` ask for (`None`: each instance counts alone). Redis is
+    /// connected here, so that a wrong `redis_url` stops the start with one line.
+    pub async fn for_settings(
+        settings: &crate::config::Settings,
+        db: &Db,
+    ) -> anyhow::Result<Option<Self>> {
+        let mode = settings
+            .rate_limits
+            .shared
+            .resolve(db.backend(), settings.redis_url.is_some());
+        Ok(match (mode, &settings.redis_url) {
+            (SharedLimits::Database, _) => Some(SharedBuckets::Database(db.clone())),
+            (SharedLimits::Redis, Some(url)) => {
+                use secrecy::ExposeSecret as _;
+                Some(SharedBuckets::Redis(
+                    RedisBuckets::connect(url.expose_secret()).await?,
+                ))
+            }
+            _ => None,
+        })
+    }
+
+    async fn take(
+        &self,
+        bucket: &str,
+        now_us: i64,
+        gcra: Gcra,
+    ) -> anyhow::Result<Result<i64, i64>> {
+        match self {
+            SharedBuckets::Database(db) => Ok(db
+                .take_rate_limit(bucket, now_us, gcra.interval_us, gcra.window_us)
+                .await?),
+            SharedBuckets::Redis(redis) => redis.take(bucket, now_us, gcra).await,
+        }
+    }
+}
+
+/// [`Gcra::take`] in Redis, atomically: a script runs alone. The bucket's key expires when it
+/// is full again. Times are integers of microseconds (exact in Lua's doubles until 2255), and
+/// written with `%d`, since Lua would print a number that large in exponent form.
+const GCRA_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local interval = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat == nil or tat < now then tat = now end
+local nxt = tat + interval
+if nxt - now > window then return {0, string.format('%d', tat)} end
+redis.call('SET', KEYS[1], string.format('%d', nxt), 'PX', math.floor((nxt - now) / 1000) + 1000)
+return {1, string.format('%d', nxt)}
+";
+
+pub struct RedisBuckets {
+    connection: redis::aio::ConnectionManager,
+    script: redis::Script,
+}
+
+impl RedisBuckets {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let shown = crate::startup::redact_url(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("redis_url: {shown} is not a Redis URL: {e}"))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(SHARED_TIMEOUT))
+            .set_number_of_retries(2);
+        let connection = redis::aio::ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {shown} (redis_url): {e}"))?;
+        Ok(Self {
+            connection,
+            script: redis::Script::new(GCRA_SCRIPT),
+        })
+    }
+
+    async fn take(
+        &self,
+        bucket: &str,
+        now_us: i64,
+        gcra: Gcra,
+    ) -> anyhow::Result<Result<i64, i64>> {
+        let mut connection = self.connection.clone();
+        let (taken, tat): (i64, i64) = self
+            .script
+            .key(format!("mcp-oauth:ratelimit:{bucket}"))
+            .arg(now_us)
+            .arg(gcra.interval_us)
+            .arg(gcra.window_us)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(if taken == 1 { Ok(tat) } else { Err(tat) })
+    }
+}
+
+/// The shared bucket of `key`: its class and a digest of the identities (the same on every
+/// instance; the identities themselves are not stored).
+fn shared_bucket(key: &RateKey, overflow: bool) -> String {
+    let class = key.class.as_str();
+    if overflow {
+        return format!("{class}:overflow");
+    }
+    let mut input = Vec::with_capacity(128);
+    for part in [
+        key.client_id.as_deref().unwrap_or(""),
+        key.user_id.as_deref().unwrap_or(""),
+        &key.ip.to_string(),
+    ] {
+        // Length-prefixed, so that no two different keys give the same bytes.
+        input.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        input.extend_from_slice(part.as_bytes());
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
+    let mut bucket = format!("{class}:");
+    for b in &digest.as_ref()[..16] {
+        use std::fmt::Write as _;
+        let _ = write!(bucket, "{b:02x}");
+    }
+    bucket
 }
 
 fn index(class: EndpointClass) -> usize {
@@ -92,7 +249,7 @@ fn index(class: EndpointClass) -> usize {
 }
 
 impl RateLimits {
-    pub fn new(settings: &RateLimitSettings) -> Self {
+    pub fn new(settings: &RateLimitSettings, shared: Option<SharedBuckets>) -> Self {
         let limiter = |per_minute: u32| -> Option<ClassLimiter> {
             let quota = NonZeroU32::new(per_minute).filter(|_| settings.enabled)?;
             Some(ClassLimiter {
@@ -113,12 +270,93 @@ impl RateLimits {
             ],
             max_keys: settings.max_keys,
             hasher: RandomState::new(),
+            shared,
+            refusals: quick_cache::sync::Cache::new(REMEMBERED_REFUSALS),
+            last_failure_logged: AtomicI64::new(i64::MIN),
+            shared_down_until: AtomicI64::new(i64::MIN),
         }
     }
 
-    /// Count one request against `key`: `None` when its class is not limited.
-    pub fn check(&self, key: &RateKey) -> Option<RateDecision> {
+    /// Whether instances share the buckets, and where.
+    pub fn shared(&self) -> Option<&SharedBuckets> {
+        self.shared.as_ref()
+    }
+
+    /// Count one request against `key` at `now_ms`: `None` when its class is not limited.
+    pub async fn check(&self, key: &RateKey, now_ms: i64) -> Option<RateDecision> {
         let class = self.classes[index(key.class)].as_ref()?;
+        let (hashed, local) = self.check_locally(class, key);
+        let Some(shared) = &self.shared else {
+            return Some(local);
+        };
+        if local.is_refused() || now_ms < self.shared_down_until.load(Ordering::Relaxed) {
+            return Some(local);
+        }
+        let policy = policy_header(key.class, class.quota, key);
+        let refused = |wait_ms: u64| {
+            let retry_after = retry_after_seconds(wait_ms);
+            RateDecision::Refused {
+                policy: policy.clone(),
+                state: state_header(key.class, 0, retry_after),
+                retry_after,
+            }
+        };
+        if let Some(until) = self.refusals.get(&hashed)
+            && until > now_ms
+        {
+            return Some(refused((until - now_ms) as u64));
+        }
+        let bucket = shared_bucket(key, hashed == OVERFLOW);
+        let gcra = Gcra::new(class.quota);
+        let now_us = now_ms.saturating_mul(1_000);
+        match tokio::time::timeout(SHARED_TIMEOUT, shared.take(&bucket, now_us, gcra)).await {
+            Ok(Ok(Ok(tat))) => {
+                let remaining = gcra.remaining(tat, now_us);
+                Some(RateDecision::Allowed {
+                    policy,
+                    state: state_header(key.class, remaining, gcra.reset_seconds(tat, now_us)),
+                })
+            }
+            Ok(Ok(Err(tat))) => {
+                let wait_ms = gcra.wait_ms(tat, now_us);
+                self.refusals
+                    .insert(hashed, now_ms.saturating_add(wait_ms as i64));
+                Some(refused(wait_ms))
+            }
+            Ok(Err(e)) => {
+                self.shared_failed(now_ms, &e.to_string());
+                Some(local)
+            }
+            Err(_) => {
+                self.shared_failed(now_ms, "no answer in 250 ms");
+                Some(local)
+            }
+        }
+    }
+
+    /// The shared store did not decide: leave it alone a while, and say so, at most every ten
+    /// seconds.
+    fn shared_failed(&self, now_ms: i64, why: &str) {
+        self.shared_down_until.store(
+            now_ms.saturating_add(SHARED_RETRY_AFTER_MS),
+            Ordering::Relaxed,
+        );
+        let last = self.last_failure_logged.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= 10_000
+            && self
+                .last_failure_logged
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                error = why,
+                "shared rate limits unavailable: each instance limits on its own meanwhile"
+            );
+        }
+    }
+
+    /// The local limiter's key for `key` (`OVERFLOW` past `max_keys`) and its decision.
+    fn check_locally(&self, class: &ClassLimiter, key: &RateKey) -> (u64, RateDecision) {
         let mut hashed = self.hasher.hash_one(key).max(1);
         if class.limiter.len() >= self.max_keys {
             class.limiter.retain_recent();
@@ -127,7 +365,7 @@ impl RateLimits {
             }
         }
         let policy = policy_header(key.class, class.quota, key);
-        Some(match class.limiter.check_key(&hashed) {
+        let decision = match class.limiter.check_key(&hashed) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 RateDecision::Allowed {
@@ -148,14 +386,20 @@ impl RateLimits {
                     retry_after,
                 }
             }
-        })
+        };
+        (hashed, decision)
     }
 
-    /// Forget buckets that are whole again (housekeeping).
-    pub fn retain_recent(&self) {
+    /// Forget buckets that are whole again at `now_ms` (housekeeping).
+    pub async fn retain_recent(&self, now_ms: i64) -> mcp_oauth_store::Result<()> {
         for class in self.classes.iter().flatten() {
             class.limiter.retain_recent();
         }
+        if let Some(SharedBuckets::Database(db)) = &self.shared {
+            db.delete_full_rate_limits(now_ms.saturating_mul(1_000))
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -172,6 +416,28 @@ mod tests {
         }
     }
 
+    /// Local limits never wait: no runtime is needed to drive them.
+    fn check(limits: &RateLimits, key: &RateKey) -> Option<RateDecision> {
+        futures::executor::block_on(limits.check(key, 0))
+    }
+
+    #[test]
+    fn shared_buckets_are_the_same_everywhere_and_name_no_identity() {
+        let a = shared_bucket(&key(1, "alice"), false);
+        assert_eq!(a, shared_bucket(&key(1, "alice"), false));
+        assert!(a.starts_with("mcp:") && a.len() == 4 + 32, "{a}");
+        assert!(!a.contains("alice") && !a.contains("203.0.113"));
+        assert_ne!(a, shared_bucket(&key(1, "bob"), false));
+        assert_ne!(a, shared_bucket(&key(2, "alice"), false));
+        // Boundaries between the parts count: ("ab", "c") is not ("a", "bc").
+        let mut k = key(1, "c");
+        k.client_id = Some("ab".into());
+        let mut other = key(1, "bc");
+        other.client_id = Some("a".into());
+        assert_ne!(shared_bucket(&k, false), shared_bucket(&other, false));
+        assert_eq!(shared_bucket(&k, true), "mcp:overflow");
+    }
+
     fn key(ip: u8, user: &str) -> RateKey {
         RateKey {
             class: EndpointClass::Mcp,
@@ -183,9 +449,9 @@ mod tests {
 
     #[test]
     fn a_quota_is_allowed_then_refused_with_a_wait() {
-        let limits = RateLimits::new(&settings(5, 100));
+        let limits = RateLimits::new(&settings(5, 100), None);
         for left in (0..5).rev() {
-            match limits.check(&key(1, "u")).unwrap() {
+            match check(&limits, &key(1, "u")).unwrap() {
                 RateDecision::Allowed { state, policy } => {
                     assert!(state.starts_with(&format!("\"mcp\";r={left};")), "{state}");
                     assert_eq!(policy, "\"mcp\";q=5;w=60;pk=\"client+user+ip\"");
@@ -193,22 +459,22 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        match limits.check(&key(1, "u")).unwrap() {
+        match check(&limits, &key(1, "u")).unwrap() {
             RateDecision::Refused { retry_after, .. } => assert!((1..=12).contains(&retry_after)),
             other => panic!("{other:?}"),
         }
         // Another user behind the same address has a bucket of their own.
-        assert!(!limits.check(&key(1, "v")).unwrap().is_refused());
+        assert!(!check(&limits, &key(1, "v")).unwrap().is_refused());
     }
 
     #[test]
     fn past_the_key_bound_new_keys_share_one_bucket() {
-        let limits = RateLimits::new(&settings(3, 10));
+        let limits = RateLimits::new(&settings(3, 10), None);
         for ip in 0..10 {
-            assert!(!limits.check(&key(ip, "u")).unwrap().is_refused());
+            assert!(!check(&limits, &key(ip, "u")).unwrap().is_refused());
         }
         let refused = (10..40)
-            .filter(|ip| limits.check(&key(*ip, "u")).unwrap().is_refused())
+            .filter(|ip| check(&limits, &key(*ip, "u")).unwrap().is_refused())
             .count();
         assert_eq!(refused, 27, "thirty fresh keys share one bucket of three");
         assert!(limits.classes[3].as_ref().unwrap().limiter.len() <= 11);
@@ -216,15 +482,11 @@ mod tests {
 
     #[test]
     fn zero_or_disabled_means_unlimited() {
-        assert!(
-            RateLimits::new(&settings(0, 10))
-                .check(&key(1, "u"))
-                .is_none()
-        );
+        assert!(check(&RateLimits::new(&settings(0, 10), None), &key(1, "u")).is_none());
         let off = RateLimitSettings {
             enabled: false,
             ..RateLimitSettings::default()
         };
-        assert!(RateLimits::new(&off).check(&key(1, "u")).is_none());
+        assert!(check(&RateLimits::new(&off, None), &key(1, "u")).is_none());
     }
 }

@@ -32,6 +32,7 @@ mod registration;
 mod revocation;
 mod security;
 mod setup;
+mod shared_limits;
 mod tls;
 mod token_code;
 mod token_refresh;
