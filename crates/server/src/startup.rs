@@ -147,6 +147,7 @@ pub fn router(state: AppState) -> Router {
     let base = state.settings.base_path().to_owned();
     // Pages backed by the database (sessions, accounts): an error page at once while it is
     // known to be unreachable.
+    use crate::security::page as security_page;
     let pages = Router::new()
         .route("/login", get(login::login_get).post(login::login_post))
         .route("/logout", axum::routing::post(login::logout_post))
@@ -172,6 +173,20 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/analytics/{page}",
             get(crate::analytics::dashboard::page_get),
+        )
+        .route("/security", get(security_page::page_get))
+        .route("/security/live", get(security_page::live_get))
+        .route(
+            "/security/unblock",
+            axum::routing::post(security_page::unblock_post),
+        )
+        .route(
+            "/security/events/{id}",
+            get(security_page::event_get).post(security_page::event_post),
+        )
+        .route(
+            "/security/revoke",
+            get(security_page::revoke_get).post(security_page::revoke_post),
         )
         .route_layer(from_fn_with_state(
             state.db_health.clone(),

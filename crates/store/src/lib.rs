@@ -37,10 +37,10 @@ pub use consents::{ConnectedApp, ConsentRow};
 pub use housekeeping::{CleanupPolicy, CleanupReport};
 pub use keys::{SigningKeyRow, StoredPrivateKey};
 pub use revocations::{RevocationKind, RevocationRow};
-pub use security::{IpBlockRow, SecurityEventRow, SecurityFilter, Triage};
+pub use security::{IpBlockRow, SecurityEventRow, SecurityFilter, SecurityTop, Triage};
 pub use sessions::SessionRow;
 pub use throttles::{ThrottleRow, ThrottleWrite};
-pub use tokens::{NewRefreshToken, RefreshRow, RotateOutcome};
+pub use tokens::{GrantOwner, NewRefreshToken, RefreshRow, RotateOutcome};
 pub use users::UserRow;
 
 use std::str::FromStr;

@@ -74,6 +74,57 @@ fn event_row(r: &sqlx::any::AnyRow) -> Result<SecurityEventRow> {
     })
 }
 
+/// The columns the security page ranks offenders by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityTop {
+    Ip,
+    User,
+    Client,
+    /// Events per level (the cards).
+    Level,
+}
+
+impl SecurityTop {
+    fn column(self) -> &'static str {
+        match self {
+            SecurityTop::Ip => "ip",
+            SecurityTop::User => "user_id",
+            SecurityTop::Client => "client_id",
+            SecurityTop::Level => "level",
+        }
+    }
+}
+
+/// `select` with the `WHERE` clause of `f` (`after_id` aside): `$1` and `$2` are the range,
+/// then the returned values, in order.
+fn filtered(select: &str, f: &SecurityFilter) -> (String, Vec<String>) {
+    let mut sql = format!("{select} WHERE at_ms >= $1 AND at_ms < $2");
+    let mut binds: Vec<String> = Vec::new();
+    for (column, value) in [
+        ("kind", &f.kind),
+        ("ip", &f.ip),
+        ("user_id", &f.user_id),
+        ("client_id", &f.client_id),
+    ] {
+        if let Some(v) = value {
+            binds.push(v.clone());
+            sql.push_str(&format!(" AND {column} = ${}", binds.len() + 2));
+        }
+    }
+    if let Some(min) = f.min_level {
+        let levels: Vec<String> = Level::ALL
+            .into_iter()
+            .filter(|l| *l >= min)
+            .map(|l| {
+                binds.push(l.as_str().to_owned());
+                format!("${}", binds.len() + 2)
+            })
+            .collect();
+        sql.push_str(&format!(" AND level IN ({})", levels.join(", ")));
+    }
+    (sql, binds)
+}
+
 /// What an operator did to an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Triage {
@@ -120,31 +171,7 @@ impl Db {
         f: &SecurityFilter,
         limit: i64,
     ) -> Result<Vec<SecurityEventRow>> {
-        let mut sql =
-            format!("SELECT {COLUMNS} FROM security_events WHERE at_ms >= $1 AND at_ms < $2");
-        let mut binds: Vec<String> = Vec::new();
-        for (column, value) in [
-            ("kind", &f.kind),
-            ("ip", &f.ip),
-            ("user_id", &f.user_id),
-            ("client_id", &f.client_id),
-        ] {
-            if let Some(v) = value {
-                binds.push(v.clone());
-                sql.push_str(&format!(" AND {column} = ${}", binds.len() + 2));
-            }
-        }
-        if let Some(min) = f.min_level {
-            let levels: Vec<String> = Level::ALL
-                .into_iter()
-                .filter(|l| *l >= min)
-                .map(|l| {
-                    binds.push(l.as_str().to_owned());
-                    format!("${}", binds.len() + 2)
-                })
-                .collect();
-            sql.push_str(&format!(" AND level IN ({})", levels.join(", ")));
-        }
+        let (mut sql, binds) = filtered(&format!("SELECT {COLUMNS} FROM security_events"), f);
         let n = binds.len();
         match f.after_id {
             Some(_) => sql.push_str(&format!(
@@ -163,6 +190,68 @@ impl Db {
         }
         let rows = q.bind(limit).fetch_all(&self.reader).await?;
         rows.iter().map(event_row).collect()
+    }
+
+    /// Events matching `f` (`after_id` aside) per type and per step of `step_ms` from
+    /// `f.from`: `(type, step start, count)`.
+    pub async fn security_event_counts(
+        &self,
+        f: &SecurityFilter,
+        step_ms: Millis,
+    ) -> Result<Vec<(String, Millis, i64)>> {
+        let step_ms = step_ms.max(1);
+        let (mut sql, binds) = filtered(
+            &format!(
+                "SELECT kind, $1 + ((at_ms - $1) / {step_ms}) * {step_ms} AS step, \
+                 CAST(COUNT(*) AS BIGINT) FROM security_events"
+            ),
+            &SecurityFilter {
+                after_id: None,
+                ..f.clone()
+            },
+        );
+        sql.push_str(" GROUP BY kind, step ORDER BY step, kind");
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(f.from).bind(f.to);
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q.fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    /// The `limit` values of `by` with the most events matching `f`: `(value, events, the
+    /// highest score)`, the most first.
+    pub async fn security_top(
+        &self,
+        f: &SecurityFilter,
+        by: SecurityTop,
+        limit: i64,
+    ) -> Result<Vec<(String, i64, i64)>> {
+        let column = by.column();
+        let (mut sql, binds) = filtered(
+            &format!(
+                "SELECT {column}, CAST(COUNT(*) AS BIGINT), CAST(MAX(score) AS BIGINT) \
+                 FROM security_events"
+            ),
+            &SecurityFilter {
+                after_id: None,
+                ..f.clone()
+            },
+        );
+        sql.push_str(&format!(
+            " AND {column} IS NOT NULL GROUP BY {column} ORDER BY 2 DESC, 3 DESC, 1 LIMIT ${}",
+            binds.len() + 3
+        ));
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(f.from).bind(f.to);
+        for b in binds {
+            q = q.bind(b);
+        }
+        let rows = q.bind(limit).fetch_all(&self.reader).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
     }
 
     /// One event by id.

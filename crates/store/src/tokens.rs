@@ -1,6 +1,6 @@
 //! Refresh tokens (rotated, in families) and grant revocation.
 
-use sqlx::{Any, FromRow, Transaction};
+use sqlx::{Any, AssertSqlSafe, FromRow, Transaction};
 
 use crate::revocations::{RevocationKind, insert_revocation_in};
 use crate::{Db, Result};
@@ -121,6 +121,28 @@ pub(crate) async fn revoke_grant_in(
     .await
 }
 
+/// Whose grants an operator revokes at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantOwner<'a> {
+    User(&'a str),
+    Client(&'a str),
+}
+
+impl GrantOwner<'_> {
+    fn column(self) -> &'static str {
+        match self {
+            GrantOwner::User(_) => "user_id",
+            GrantOwner::Client(_) => "client_id",
+        }
+    }
+
+    fn id(self) -> String {
+        match self {
+            GrantOwner::User(id) | GrantOwner::Client(id) => id.to_owned(),
+        }
+    }
+}
+
 impl Db {
     pub async fn find_refresh_token(&self, token_hash: &str) -> Result<Option<RefreshRow>> {
         Ok(sqlx::query_as(
@@ -187,6 +209,45 @@ impl Db {
         revoke_grant_in(&mut tx, grant_id, now, reason, revocation_ttl).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Grants of `owner` not revoked and not expired at `now`.
+    pub async fn live_grants_of(&self, owner: GrantOwner<'_>, now: i64) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM grants WHERE {} = $1 \
+             AND revoked_at IS NULL AND expires_at > $2",
+            owner.column()
+        )))
+        .bind(owner.id())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n)
+    }
+
+    /// Revoke every grant of `owner` (an operator's response to an incident), publishing each
+    /// so that its access tokens stop working on every instance; in one transaction. Returns
+    /// how many were revoked.
+    pub async fn revoke_grants_of(
+        &self,
+        owner: GrantOwner<'_>,
+        now: i64,
+        reason: &str,
+        revocation_ttl: i64,
+    ) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let grants: Vec<(String,)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT id FROM grants WHERE {} = $1 AND revoked_at IS NULL",
+            owner.column()
+        )))
+        .bind(owner.id())
+        .fetch_all(&mut *tx)
+        .await?;
+        for (grant_id,) in &grants {
+            revoke_grant_in(&mut tx, grant_id, now, reason, revocation_ttl).await?;
+        }
+        tx.commit().await?;
+        Ok(grants.len() as u64)
     }
 
     /// Is the grant revoked (or gone)? Used by introspection.

@@ -730,11 +730,13 @@ fn page_of(name: &str) -> Option<&'static str> {
     PAGES.iter().map(|p| p.0).find(|p| *p == name)
 }
 
-/// The signed-in admin; the sign-in page for anonymous visitors, 403 for others.
-async fn admin_or_refusal(
+/// The signed-in admin; the sign-in page for anonymous visitors, 403 for others (`what` names
+/// the page in the refusal).
+pub(crate) async fn admin_or_refusal(
     state: &AppState,
     jar: &CookieJar,
     return_to: &str,
+    what: &str,
 ) -> Result<session::CurrentUser, Response> {
     let user = session::current_user(state, jar)
         .await
@@ -748,16 +750,15 @@ async fn admin_or_refusal(
             );
             Err(Redirect::to(&login).into_response())
         }
-        Some(u) if !super::api::is_admin(state, &u) => Err(PageError::forbidden(
-            "The analytics dashboard is for administrators.",
-        )
-        .into_response()),
+        Some(u) if !super::api::is_admin(state, &u) => {
+            Err(PageError::forbidden(format!("{what} is for administrators.")).into_response())
+        }
         Some(u) => Ok(u),
     }
 }
 
 /// The pages may run our script (live updates) and connect back to us; nothing else.
-fn dashboard_csp(r: &mut Response) {
+pub(crate) fn dashboard_csp(r: &mut Response) {
     r.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -786,7 +787,7 @@ pub async fn page_get(
             format!("/{page}")
         }
     );
-    let user = match admin_or_refusal(&state, &jar, &here).await {
+    let user = match admin_or_refusal(&state, &jar, &here, "The analytics dashboard").await {
         Ok(u) => u,
         Err(r) => return r,
     };

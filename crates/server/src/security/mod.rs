@@ -11,6 +11,7 @@
 pub mod alerts;
 pub mod blocks;
 pub mod feed;
+pub mod page;
 pub mod rate_limit;
 
 use std::net::{IpAddr, SocketAddr};

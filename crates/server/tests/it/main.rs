@@ -31,6 +31,7 @@ mod metrics;
 mod registration;
 mod revocation;
 mod security;
+mod security_page;
 mod setup;
 mod shared_limits;
 mod tls;
