@@ -12,7 +12,11 @@ Against a fresh server (the Harness of conformance_authorization.py):
   3. the admin signs in, opens every page (overview, OAuth, tools, users, events), each
      with no serious or critical axe-core violation, and a screenshot of each is saved;
   4. the admin switches ranges (every preset and a custom range) and each page answers;
-  5. with the overview open, a new tool call appears without a reload (SSE).
+  5. with the overview open, a new tool call appears without a reload (SSE);
+  6. the security page: a non-admin gets 403; the admin sees a failed sign-in and a probe,
+     filters them, watches a new probe arrive live, lifts a block, acknowledges and resolves
+     an event with a note, and revokes every token of the user (whose token then fails),
+     each page with no serious or critical axe-core violation.
 
 Prints PASS or FAIL with the reasons; exit 0 / 1. Artifacts in target/e2e-artifacts/dashboard.
 """
@@ -262,6 +266,114 @@ class Dashboard:
         except Exception as e:  # noqa: BLE001
             page.screenshot(path=str(self.art / "live-failure.png"), full_page=True)
             self.check(False, f"the new tool call never appeared: {e}")
+        admin.close()
+        self.security(browser, token, shots)
+
+    def wait_rows(self, page, selector, n, url):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            page.goto(url)
+            if page.locator(selector).count() >= n:
+                return True
+            page.wait_for_timeout(200)
+        return False
+
+    def security(self, browser, token, shots):
+        issuer = self.h.issuer
+        # Events: a wrong password for USER in a browser, and a probe for a known path.
+        ctx = browser.new_context()
+        p = ctx.new_page()
+        p.goto(f"{issuer}/login")
+        p.fill("#email", USER)
+        p.fill("#password", "not-the-password")
+        p.click("#login")
+        p.wait_for_load_state()
+        ctx.close()
+        status, _, _ = http_json("GET", f"{issuer}/.env")
+        self.check(status == 404, f"the probe answered {status}")
+        self.h.cli("security", "block", "203.0.113.9", "--reason", "e2e block")
+
+        user = browser.new_context()
+        page = user.new_page()
+        self.sign_in(page, USER, self.user_password, "/login")
+        resp = page.goto(f"{issuer}/security")
+        self.check(resp.status == 403, f"a non-admin got {resp.status} for /security")
+        user.close()
+
+        admin = browser.new_context(bypass_csp=True, viewport={"width": 1280, "height": 900})
+        page = admin.new_page()
+        self.sign_in(page, EMAIL, self.h.password, "/security?range=1h")
+        url = f"{issuer}/security?range=1h"
+        self.check(self.wait_rows(page, "#events tbody tr", 2, url), "the events never appeared")
+        self.axe(page, "/security")
+        page.screenshot(path=str(shots / "security.png"), full_page=True)
+        events = page.inner_text("#events")
+        for kind in ("sign_in_failed", "scanner"):
+            self.check(kind in events, f"the feed lacks {kind}: {events!r}")
+        self.check(USER in page.inner_text("#top-users"), "the top users lack the user")
+        self.check("203.0.113.9" in page.inner_text("#blocks"), "the block is not listed")
+
+        # Filters through the form.
+        page.select_option("#type", "scanner")
+        page.click("#filters button")
+        page.wait_for_load_state()
+        kinds = page.locator("#events tbody tr td:nth-child(2)").all_inner_texts()
+        self.check("type=scanner" in page.url and kinds and set(kinds) == {"scanner"},
+                   f"the type filter showed {kinds} at {page.url}")
+
+        # Live: a new probe appears without a reload.
+        page.goto(url)
+        before = page.inner_text("#events-total").strip()
+        page.wait_for_function("() => document.getElementById('live-status').textContent.startsWith('Live')",
+                               timeout=15000)
+        page.evaluate("() => { window.__notReloaded = true; }")
+        http_json("GET", f"{issuer}/wp-login.php")
+        try:
+            page.wait_for_function(
+                "(before) => document.getElementById('events-total').textContent.trim() !== before",
+                arg=before, timeout=20000)
+            self.check(page.evaluate("() => window.__notReloaded === true"), "the page was reloaded")
+            log(f"security live update: events {before} -> {page.inner_text('#events-total')}")
+        except Exception as e:  # noqa: BLE001
+            self.check(False, f"the new probe never appeared: {e}")
+
+        # Unblock from the page.
+        page.goto(url)
+        page.click("#blocks button.unblock")
+        page.wait_for_load_state()
+        self.check(page.locator("#no-blocks").count() == 1, "the block is still listed")
+        listed = self.h.cli("security", "blocks")
+        self.check("203.0.113.9" not in listed, f"the CLI still lists the block: {listed}")
+
+        # Triage an event: acknowledge with a note, then resolve.
+        page.goto(url)
+        page.click("#events tbody tr:first-child td:first-child a")
+        page.wait_for_selector("#triage")
+        self.axe(page, "/security/events/{id}")
+        page.fill("#note-input", "checked by the e2e run")
+        page.click("#acknowledge")
+        page.wait_for_load_state()
+        self.check(EMAIL in page.inner_text("#acknowledged"), "the acknowledgement lacks who")
+        page.click("#resolve")
+        page.wait_for_load_state()
+        self.check(EMAIL in page.inner_text("#resolved"), "the resolution lacks who")
+        self.check(page.inner_text("#note").strip() == "checked by the e2e run", "the note was lost")
+
+        # Revoke every token of the user, after the confirmation.
+        page.goto(url)
+        page.click("#top-users a.revoke")
+        page.wait_for_selector("#confirm-revoke")
+        self.axe(page, "/security/revoke")
+        self.check("1 live grant" in page.inner_text("#live-grants"),
+                   f"the confirmation says {page.inner_text('#live-grants')!r}")
+        page.click("#confirm-revoke")
+        page.wait_for_selector("#revoked")
+        status, _, _ = http_json("POST", f"{issuer}/mcp", {
+            "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {},
+                "clientInfo": {"name": "dashboard-e2e", "version": "1"}}},
+            {"authorization": f"Bearer {token}", "accept": "application/json, text/event-stream"})
+        self.check(status == 401, f"the revoked user's token got {status}")
         admin.close()
 
 

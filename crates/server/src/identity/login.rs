@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
@@ -49,6 +49,8 @@ pub struct LoginForm {
     return_to: Option<String>,
 }
 
+/// The one answer to a failed sign-in: wrong password, unknown account, disabled or locked.
+const INVALID_CREDENTIALS: &str = "Invalid email or password.";
 /// Where to go after signing in: a path on this server only (never another origin, never a
 /// scheme-relative `//host` URL), else the account page.
 pub fn safe_return_to(raw: Option<&str>, base_path: &str) -> String {
@@ -266,8 +268,12 @@ pub async fn login_post(
     let admitted = admit_attempt(&state, &email, ip, device, now).await?;
     let (keys, delay_ms, trusted, locked) = match admitted {
         Ok(admitted) => admitted,
-        Err(until) => {
-            let minutes = ((until - now) + 59) / 60;
+        Err(_until) => {
+            // Keycloak's rule: a locked account answers exactly as a wrong password does,
+            // after the same work, so that an attacker cannot tell a lock from a miss (nor
+            // use locks to learn which accounts exist). The owner's trusted browser is
+            // counted apart (device cookie) and is rarely locked with them.
+            let _ = password::verify(form.password, None).await;
             tracing::warn!(%ip, "sign-in refused: throttle locked");
             state.analytics.oauth(
                 OAuthEvent::SignInFailed {
@@ -279,20 +285,14 @@ pub async fn login_post(
             state
                 .security
                 .sign_in_failed(&who, &email, user_id.as_deref(), "locked");
-            let mut r = page(
+            return page(
                 &state,
                 jar,
-                StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::UNAUTHORIZED,
                 &return_to,
                 &form.email,
-                Some(format!(
-                    "Too many failed sign-in attempts. Try again in {minutes} minute(s)."
-                )),
-            )?;
-            if let Ok(v) = HeaderValue::from_str(&(until - now).max(1).to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return Ok(r);
+                Some(INVALID_CREDENTIALS.into()),
+            );
         }
     };
     // The delay comes before the password check, so a slow answer says nothing about it.
@@ -329,7 +329,7 @@ pub async fn login_post(
             StatusCode::UNAUTHORIZED,
             &return_to,
             &form.email,
-            Some("Invalid email or password.".into()),
+            Some(INVALID_CREDENTIALS.into()),
         );
     };
     forgive(&state, &keys, now).await?;

@@ -97,11 +97,11 @@ async fn a_locked_account_is_refused_even_with_the_right_password_until_the_lock
         assert_eq!(status, StatusCode::UNAUTHORIZED, "failure {i}");
     }
     let (status, message) = attempt(&browser, EMAIL, PASSWORD).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    let message = message.expect("a message");
-    assert!(
-        message.contains("Too many failed sign-in attempts"),
-        "{message}"
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        message.as_deref(),
+        Some("Invalid email or password."),
+        "a lock answers as a wrong password does"
     );
     assert!(browser.cookie("__Host-mcp_session").is_none());
 
@@ -126,12 +126,8 @@ async fn an_ip_trying_many_accounts_is_locked_out() {
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{victim}");
     }
     let (status, message) = attempt(&browser, EMAIL, PASSWORD).await;
-    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the IP is locked");
-    assert!(
-        message
-            .unwrap()
-            .contains("Too many failed sign-in attempts")
-    );
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the IP is locked");
+    assert_eq!(message.as_deref(), Some("Invalid email or password."));
 }
 
 /// A server behind a trusted proxy on loopback, so browsers can appear to come from
@@ -154,6 +150,8 @@ async fn sixty_parallel_wrong_passwords_are_counted_atomically_and_lock_the_acco
     let app = spawn_behind_proxy(|raw| {
         raw.login.base_delay_ms = 1;
         raw.login.max_delay_ms = 5;
+        // The address's rate limit (429) has its own test; this one is about the throttle.
+        raw.rate_limits.sign_in_per_minute = 0;
     })
     .await;
     app.create_user(EMAIL, false).await;
@@ -175,23 +173,29 @@ async fn sixty_parallel_wrong_passwords_are_counted_atomically_and_lock_the_acco
             })
         })
         .collect();
-    let mut checked = 0;
     for guess in guesses {
-        match guess.await.unwrap() {
-            StatusCode::UNAUTHORIZED => checked += 1,
-            StatusCode::TOO_MANY_REQUESTS => {}
-            other => panic!("unexpected {other}"),
-        }
+        assert_eq!(
+            guess.await.unwrap(),
+            StatusCode::UNAUTHORIZED,
+            "checked or locked, the same answer"
+        );
     }
-    let limit = app.state.settings.login.account_ip_lockout_after;
+    // Which were checked shows only in the security events.
+    let limit = app.state.settings.login.account_ip_lockout_after as usize;
+    let reasons = sign_in_failures(&app, 60).await;
     assert_eq!(
-        checked, limit,
+        reasons.iter().filter(|r| *r == "wrong_password").count(),
+        limit,
         "exactly as many passwords are checked as the limit allows"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "locked").count(),
+        60 - limit
     );
     let (status, _) = attempt(&browser, EMAIL, PASSWORD).await;
     assert_eq!(
         status,
-        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::UNAUTHORIZED,
         "the right password after the burst is refused too"
     );
 }
@@ -226,7 +230,7 @@ async fn strangers_wrong_passwords_do_not_lock_out_the_owners_browser() {
     }
     assert_eq!(
         attempt(&attacker, EMAIL, PASSWORD).await.0,
-        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::UNAUTHORIZED,
         "locked per account and address"
     );
     // ...but the owner signs in from a new browser elsewhere, before the account-wide limit.
@@ -246,7 +250,7 @@ async fn strangers_wrong_passwords_do_not_lock_out_the_owners_browser() {
     let stranger = Browser::from_ip(&app, "198.51.100.99");
     assert_eq!(
         attempt(&stranger, EMAIL, PASSWORD).await.0,
-        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::UNAUTHORIZED,
         "an untrusted browser is locked out account-wide"
     );
     let r = owner.login(EMAIL, PASSWORD).await;
@@ -282,7 +286,7 @@ async fn a_device_cookie_for_another_account_or_with_too_many_failures_is_not_tr
     let mallory_status = attempt(&mallory, EMAIL, PASSWORD).await.0;
     assert_eq!(
         mallory_status,
-        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::UNAUTHORIZED,
         "counted as untrusted"
     );
 
@@ -307,27 +311,52 @@ async fn a_device_cookie_for_another_account_or_with_too_many_failures_is_not_tr
     }
     assert_eq!(
         attempt(&alice, EMAIL, PASSWORD).await.0,
-        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::UNAUTHORIZED,
         "the device's own lock sends it to the untrusted counts, which are locked"
     );
 }
 
+/// Keycloak's rule: nothing in the answer tells a lock from a wrong password or an unknown
+/// account (no 429, no `Retry-After`, the same page).
 #[tokio::test]
-async fn a_refused_attempt_says_when_to_retry() {
+async fn a_locked_account_answers_exactly_as_a_wrong_password_or_an_unknown_account() {
     let app = spawn_app_with(small_limits).await;
     app.create_user(EMAIL, false).await;
     let browser = Browser::new(&app);
-    for _ in 0..3 {
+    let wrong = attempt(&browser, EMAIL, "wrong").await;
+    for _ in 0..2 {
         attempt(&browser, EMAIL, "wrong").await;
     }
     let r = browser.login(EMAIL, PASSWORD).await;
-    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: i64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(!r.headers().contains_key("retry-after"));
+    let locked = attempt(&browser, EMAIL, PASSWORD).await;
+    assert_eq!(locked, wrong);
+    assert_eq!(
+        locked,
+        attempt(&browser, "nobody@example.com", PASSWORD).await
+    );
+}
+
+/// The reasons of the first `n` `sign_in_failed` security events, once stored.
+async fn sign_in_failures(app: &TestApp, n: usize) -> Vec<String> {
+    let filter = mcp_oauth_store::SecurityFilter {
+        from: 0,
+        to: i64::MAX,
+        kind: Some("sign_in_failed".into()),
+        ..Default::default()
+    };
+    for _ in 0..400 {
+        let rows = app.state.db.security_events(&filter, 1_000).await.unwrap();
+        if rows.len() >= n {
+            return rows
+                .iter()
+                .map(|r| r.evidence["reason"].as_str().unwrap_or("").to_owned())
+                .collect();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("fewer than {n} sign-in failures were stored");
 }
 
 async fn post_login(browser: &Browser, csrf: Option<&str>) -> reqwest::Response {
