@@ -562,6 +562,12 @@ async fn admin(command: &Command, settings: &Settings, db: &Db) -> anyhow::Resul
             let now = Clock::system().now_millis();
             let until = minutes.map(|m| now + m * 60_000);
             retry_busy(|| db.block_ip(&ip, reason, now, until, "cli", false)).await?;
+            // On the record with the automatic ones: the page, the feed and the alerts' log.
+            let mut event = mcp_oauth_core::security::events::SecurityEvent::ip_blocked(
+                now, reason, until, "operator",
+            );
+            event.actor.ip = ip.parse().ok();
+            retry_busy(|| db.record_security_events(std::slice::from_ref(&event))).await?;
             match until {
                 Some(t) => writeln!(
                     out,

@@ -880,6 +880,13 @@ async fn operators_block_and_unblock_addresses_but_never_loopback_proxies_or_the
     assert!(ok && said.contains("until unblocked"), "{said}");
     let retry = until_status(&app, "203.0.113.70", StatusCode::FORBIDDEN).await;
     assert_eq!(retry, None, "no end to announce");
+    let rows = events_when(&app, |r| count(r, "ip_blocked") == 1).await;
+    let blocked = of_kind(&rows, "ip_blocked")[0];
+    assert_eq!(blocked.ip.as_deref(), Some("203.0.113.70"));
+    assert_eq!(blocked.evidence["by"], "operator");
+    assert_eq!(blocked.evidence["reason"], "abuse report");
+    assert!(blocked.evidence["until"].is_null());
+    assert_eq!(blocked.level, "warning");
 
     for allowed in ["192.0.2.9", "127.0.0.1"] {
         let (ok, said) = security_cli(&app, &["block", allowed, "--minutes", "5"]).await;
