@@ -16,7 +16,10 @@
 //! - that analytics-off server alternated with one that also has security monitoring and rate
 //!   limits off, for the cost of detection and rate limiting (quotas too high to refuse);
 //! - a token past its MCP quota (every request refused with 429 by the rate limit) beside a
-//!   bare axum handler answering 429, for the cost of a refusal.
+//!   bare axum handler answering 429, for the cost of a refusal;
+//! - the stateful case with the rate-limit buckets shared by instances (`rate_limits.shared`)
+//!   in the database (here SQLite) and in Redis (`BENCH_REDIS_URL`, default
+//!   redis://127.0.0.1:6379), for the cost of one shared count per request.
 //!
 //! Streamed (SSE) responses are written in several segments: without `TCP_NODELAY` on the
 //! accepted sockets each of them waited ~40 ms for the client's delayed ACK.
@@ -456,6 +459,34 @@ async fn main() {
         unguarded_sessions
             .push(session(&http, &format!("{unguarded_url}/mcp"), &unguarded_token).await);
     }
+    // Buckets shared by instances: one upsert, or one Redis script call, per request.
+    let (shared_db_app, shared_db_url) = spawn("shared-db", |raw| {
+        raw.rate_limits.shared = mcp_oauth::config::SharedLimits::Database;
+    })
+    .await;
+    let shared_db_token = access_token(&shared_db_app, &shared_db_url).await;
+    let redis_url =
+        std::env::var("BENCH_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let (shared_redis_app, shared_redis_url) = spawn("shared-redis", |raw| {
+        raw.redis_url = Some(secrecy::SecretString::from(redis_url));
+        raw.rate_limits.shared = mcp_oauth::config::SharedLimits::Redis;
+    })
+    .await;
+    let shared_redis_token = access_token(&shared_redis_app, &shared_redis_url).await;
+    let mut shared_db_sessions = Vec::new();
+    let mut shared_redis_sessions = Vec::new();
+    for _ in 0..connections {
+        shared_db_sessions
+            .push(session(&http, &format!("{shared_db_url}/mcp"), &shared_db_token).await);
+        shared_redis_sessions.push(
+            session(
+                &http,
+                &format!("{shared_redis_url}/mcp"),
+                &shared_redis_token,
+            )
+            .await,
+        );
+    }
     let bearer = |t: &str| ("Authorization", format!("Bearer {t}"));
     let cases = [
         Case {
@@ -475,6 +506,28 @@ async fn main() {
                 ("MCP-Protocol-Version", STATEFUL_VERSION.into()),
             ],
             sessions: sessions.clone(),
+            refused: false,
+        },
+        Case {
+            name: "stateful, SSE, buckets shared in the database",
+            url: format!("{shared_db_url}/mcp"),
+            body: CALL,
+            headers: vec![
+                bearer(&shared_db_token),
+                ("MCP-Protocol-Version", STATEFUL_VERSION.into()),
+            ],
+            sessions: shared_db_sessions,
+            refused: false,
+        },
+        Case {
+            name: "stateful, SSE, buckets shared in Redis",
+            url: format!("{shared_redis_url}/mcp"),
+            body: CALL,
+            headers: vec![
+                bearer(&shared_redis_token),
+                ("MCP-Protocol-Version", STATEFUL_VERSION.into()),
+            ],
+            sessions: shared_redis_sessions,
             refused: false,
         },
         Case {

@@ -14,7 +14,7 @@ use url::Url;
 
 use mcp_oauth_core::domain::{ResourceUri, ScopeSet};
 use mcp_oauth_core::oauth::registration::PrivateUseSchemes;
-use mcp_oauth_core::security::login_throttle::{LoginThrottle, ThrottlePolicy};
+use mcp_oauth_core::security::login_throttle::{LoginThrottle, QuickCheck, ThrottlePolicy};
 
 /// Settings as read, before validation. Field names are the TOML keys; nested tables map to
 /// `MCP_OAUTH_<TABLE>__<KEY>` environment variables.
@@ -691,8 +691,10 @@ impl Default for McpSettings {
     }
 }
 
-/// Sign-in throttling (see `mcp_oauth_core::security::login_throttle` for the model). Every
-/// count is per `window_seconds`; a lock lasts `lockout_seconds`.
+/// Sign-in throttling (see `mcp_oauth_core::security::login_throttle` for the model, which
+/// follows Keycloak's). Every count is per `window_seconds` (restarted when a lock ends); the
+/// first lock lasts `lockout_seconds`, each further multiple of the limit as many times
+/// longer, at most `max_lockout_seconds`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoginSettings {
@@ -715,8 +717,16 @@ pub struct LoginSettings {
     pub device_lockout_after: i64,
     /// How long a browser stays trusted after signing in, days.
     pub device_ttl_days: i64,
+    /// The first lock's length (Keycloak's wait increment).
     pub lockout_seconds: i64,
+    /// The longest lock (Keycloak's max wait).
+    pub max_lockout_seconds: i64,
     pub window_seconds: i64,
+    /// Two wrong passwords for one account from one address (or trusted browser) this close
+    /// together lock it out for `quick_lockout_seconds` (Keycloak's quick-login check). `0`
+    /// turns the check off.
+    pub quick_login_check_ms: i64,
+    pub quick_lockout_seconds: i64,
 }
 
 impl Default for LoginSettings {
@@ -731,12 +741,22 @@ impl Default for LoginSettings {
             device_lockout_after: 10,
             device_ttl_days: 90,
             lockout_seconds: 900,
+            max_lockout_seconds: 3_600,
             window_seconds: 900,
+            quick_login_check_ms: 1_000,
+            quick_lockout_seconds: 60,
         }
     }
 }
 
 impl LoginSettings {
+    pub fn quick_check(&self) -> QuickCheck {
+        QuickCheck {
+            window_ms: self.quick_login_check_ms,
+            lockout_seconds: self.quick_lockout_seconds,
+        }
+    }
+
     /// One policy per kind of key.
     pub fn throttle(&self) -> LoginThrottle {
         let policy = |delay_after: i64, lockout_after: i64| ThrottlePolicy {
@@ -746,6 +766,7 @@ impl LoginSettings {
             max_delay_ms: self.max_delay_ms,
             lockout_after,
             lockout_seconds: self.lockout_seconds,
+            max_lockout_seconds: self.max_lockout_seconds,
         };
         LoginThrottle {
             // Many people can share an address, so the IP starts delaying late.
@@ -1441,6 +1462,18 @@ impl RawSettings {
         }
         if !(1..=400).contains(&l.device_ttl_days) {
             return Err(bad("login.device_ttl_days", "must be between 1 and 400"));
+        }
+        if l.max_lockout_seconds < l.lockout_seconds {
+            return Err(bad(
+                "login.max_lockout_seconds",
+                "must be at least login.lockout_seconds",
+            ));
+        }
+        if !(0..=60_000).contains(&l.quick_login_check_ms) || l.quick_lockout_seconds < 1 {
+            return Err(bad(
+                "login.quick_login_check_ms",
+                "must be between 0 (off) and 60000, with quick_lockout_seconds at least 1",
+            ));
         }
         self.http.validate()?;
         if self.housekeeping.interval_seconds == 0 {

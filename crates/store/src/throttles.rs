@@ -9,6 +9,7 @@ pub struct ThrottleRow {
     pub failures: i64,
     pub window_start: i64,
     pub locked_until: Option<i64>,
+    pub last_failure_ms: Option<i64>,
 }
 
 /// What to do with one key's row after deciding.
@@ -22,7 +23,7 @@ pub enum ThrottleWrite {
 impl Db {
     pub async fn get_throttle(&self, key: &str) -> Result<Option<ThrottleRow>> {
         Ok(sqlx::query_as(
-            "SELECT failures, window_start, locked_until FROM throttles WHERE key = $1",
+            "SELECT failures, window_start, locked_until, last_failure_ms FROM throttles WHERE key = $1",
         )
         .bind(key)
         .fetch_optional(&self.pool)
@@ -61,7 +62,7 @@ impl Db {
         let mut rows = Vec::with_capacity(keys.len());
         for key in keys {
             let row: Option<ThrottleRow> = sqlx::query_as(
-                "SELECT failures, window_start, locked_until FROM throttles WHERE key = $1",
+                "SELECT failures, window_start, locked_until, last_failure_ms FROM throttles WHERE key = $1",
             )
             .bind(key)
             .fetch_optional(&mut *tx)
@@ -75,13 +76,14 @@ impl Db {
                 ThrottleWrite::Keep => {}
                 ThrottleWrite::Put(row) => {
                     sqlx::query(
-                        "UPDATE throttles SET failures = $2, window_start = $3, locked_until = $4 \
-                         WHERE key = $1",
+                        "UPDATE throttles SET failures = $2, window_start = $3, locked_until = $4, \
+                         last_failure_ms = $5 WHERE key = $1",
                     )
                     .bind(key)
                     .bind(row.failures)
                     .bind(row.window_start)
                     .bind(row.locked_until)
+                    .bind(row.last_failure_ms)
                     .execute(&mut *tx)
                     .await?;
                 }

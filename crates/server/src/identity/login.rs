@@ -13,7 +13,8 @@ use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
 
 use mcp_oauth_core::security::login_throttle::{
-    Admission, ThrottleKey, ThrottlePolicy, ThrottleState, forgive_attempt, register_attempts,
+    Admission, ThrottleKey, ThrottlePolicy, ThrottleState, forgive_attempt, record_failure,
+    register_attempts,
 };
 use mcp_oauth_store::{ThrottleRow, ThrottleWrite};
 
@@ -100,6 +101,7 @@ fn to_state(r: Option<ThrottleRow>) -> Option<ThrottleState> {
         failures: r.failures,
         window_start: r.window_start,
         locked_until: r.locked_until,
+        last_failure_ms: r.last_failure_ms,
     })
 }
 
@@ -108,6 +110,7 @@ fn to_row(s: ThrottleState) -> ThrottleRow {
         failures: s.failures,
         window_start: s.window_start,
         locked_until: s.locked_until,
+        last_failure_ms: s.last_failure_ms,
     }
 }
 
@@ -164,9 +167,9 @@ async fn forgive(
             let writes = rows
                 .iter()
                 .zip(keys)
-                .map(|(row, (key, _))| match key.clears_on_success() {
+                .map(|(row, (key, policy))| match key.clears_on_success() {
                     true => ThrottleWrite::Delete,
-                    false => forgive_attempt(to_state(*row).as_ref())
+                    false => forgive_attempt(to_state(*row).as_ref(), policy)
                         .map_or(ThrottleWrite::Keep, |s| ThrottleWrite::Put(to_row(s))),
                 })
                 .collect();
@@ -174,6 +177,53 @@ async fn forgive(
         })
         .await?;
     Ok(())
+}
+
+/// After a wrong password: note the failure on the keys the quick-login check watches (see
+/// `login_throttle::record_failure`), locking them if it came right after the last one.
+/// Returns the keys it locked.
+async fn failed(
+    state: &AppState,
+    keys: &[(ThrottleKey, ThrottlePolicy)],
+    now: i64,
+) -> Result<NewlyLocked, PageError> {
+    let watched: Vec<&ThrottleKey> = keys
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.quick_checked())
+        .collect();
+    let quick = state.settings.login.quick_check();
+    if watched.is_empty() || quick.window_ms == 0 {
+        return Ok(vec![]);
+    }
+    let names: Vec<String> = watched.iter().map(|k| k.as_key()).collect();
+    let now_ms = state.clock.now_millis();
+    let locked = state
+        .db
+        .update_throttles(&names, now, |rows| {
+            let mut locked = NewlyLocked::new();
+            let writes = rows
+                .iter()
+                .zip(&watched)
+                .map(|(row, key)| {
+                    let before = to_state(*row);
+                    match record_failure(before.as_ref(), now_ms, quick) {
+                        Some(after) => {
+                            if let Some(until) = after.locked_until
+                                && before.and_then(|b| b.locked_until) != Some(until)
+                            {
+                                locked.push(((*key).clone(), after.failures, until));
+                            }
+                            ThrottleWrite::Put(to_row(after))
+                        }
+                        None => ThrottleWrite::Keep,
+                    }
+                })
+                .collect();
+            (writes, locked)
+        })
+        .await?;
+    Ok(locked)
 }
 
 /// An attempt admitted: the keys it was counted against, the delay before its password is
@@ -270,10 +320,10 @@ pub async fn login_post(
         Ok(admitted) => admitted,
         Err(_until) => {
             // Keycloak's rule: a locked account answers exactly as a wrong password does,
-            // after the same work, so that an attacker cannot tell a lock from a miss (nor
-            // use locks to learn which accounts exist). The owner's trusted browser is
-            // counted apart (device cookie) and is rarely locked with them.
-            let _ = password::verify(form.password, None).await;
+            // and as late, so that an attacker cannot tell a lock from a miss (nor use locks
+            // to learn which accounts exist). The owner's trusted browser is counted apart
+            // (device cookie) and is rarely locked with them.
+            password::wait_as_long_as_a_check().await;
             tracing::warn!(%ip, "sign-in refused: throttle locked");
             state.analytics.oauth(
                 OAuthEvent::SignInFailed {
@@ -322,6 +372,8 @@ pub async fn login_post(
         state
             .security
             .sign_in_failed(&who, &email, user_id.as_deref(), reason);
+        let mut locked = locked;
+        locked.extend(failed(&state, &keys, now).await?);
         report_locks(&state, &who, &email, user_id.as_deref(), &locked);
         return page(
             &state,

@@ -2,6 +2,8 @@
 //! iterations, 1 lane), run on the blocking pool so that it never stalls the async runtime.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -57,8 +59,39 @@ fn dummy_hash() -> &'static str {
     })
 }
 
+/// How long a verification takes on this machine, in microseconds: a moving average of the
+/// last ones (0 until the first).
+static TYPICAL_VERIFY_US: AtomicU64 = AtomicU64::new(0);
+
+/// Wait as long as checking a password takes, without checking one: for an answer that must
+/// not be told apart from a wrong password by its timing (a locked account), and must not
+/// cost a hash either, since attackers send such attempts by the thousand.
+pub async fn wait_as_long_as_a_check() {
+    let typical = TYPICAL_VERIFY_US.load(Ordering::Relaxed);
+    if typical == 0 {
+        // Nothing measured yet: measure, by doing the work once.
+        let _ = verify(String::new(), None).await;
+    } else {
+        tokio::time::sleep(Duration::from_micros(typical)).await;
+    }
+}
+
 /// Check `password` against `stored`; with no stored hash, do the same work and fail.
 pub async fn verify(password: String, stored: Option<String>) -> bool {
+    let started = Instant::now();
+    let ok = check(password, stored).await;
+    // An exponential moving average (1/8 weight): races between requests only blur it.
+    let sample = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let typical = TYPICAL_VERIFY_US.load(Ordering::Relaxed);
+    let next = match typical {
+        0 => sample,
+        t => t - t / 8 + sample / 8,
+    };
+    TYPICAL_VERIFY_US.store(next, Ordering::Relaxed);
+    ok
+}
+
+async fn check(password: String, stored: Option<String>) -> bool {
     tokio::task::spawn_blocking(move || {
         let Ok(h) = hasher() else { return false };
         match stored {

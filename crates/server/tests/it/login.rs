@@ -150,8 +150,10 @@ async fn sixty_parallel_wrong_passwords_are_counted_atomically_and_lock_the_acco
     let app = spawn_behind_proxy(|raw| {
         raw.login.base_delay_ms = 1;
         raw.login.max_delay_ms = 5;
-        // The address's rate limit (429) has its own test; this one is about the throttle.
+        // The address's rate limit (429) and the quick-login check have their own tests;
+        // this one is about counting.
         raw.rate_limits.sign_in_per_minute = 0;
+        raw.login.quick_login_check_ms = 0;
     })
     .await;
     app.create_user(EMAIL, false).await;
@@ -313,6 +315,80 @@ async fn a_device_cookie_for_another_account_or_with_too_many_failures_is_not_tr
         attempt(&alice, EMAIL, PASSWORD).await.0,
         StatusCode::UNAUTHORIZED,
         "the device's own lock sends it to the untrusted counts, which are locked"
+    );
+}
+
+/// Keycloak's "multiple" wait: once the limit is reached, every further wrong password locks
+/// again, for the increment times the multiples of the limit reached, up to the maximum.
+#[tokio::test]
+async fn each_lock_after_the_limit_lasts_longer_up_to_the_maximum() {
+    let app = spawn_app_with(|raw| {
+        small_limits(raw);
+        raw.login.max_lockout_seconds = 90;
+        raw.login.quick_login_check_ms = 0;
+    })
+    .await;
+    app.create_user(EMAIL, false).await;
+    let browser = Browser::new(&app);
+    let signs_in = async |advance: i64| {
+        app.clock.advance(advance);
+        browser.login(EMAIL, PASSWORD).await.status() == StatusCode::SEE_OTHER
+    };
+    // Failures 1..3 (the third locks for 60 s), then 4 and 5 after each lock: 60 s each.
+    for _ in 0..3 {
+        attempt(&browser, EMAIL, "wrong").await;
+    }
+    for _ in 0..2 {
+        app.clock.advance(61);
+        attempt(&browser, EMAIL, "wrong").await;
+    }
+    // The sixth is twice the limit: 120 s, capped at 90.
+    app.clock.advance(61);
+    attempt(&browser, EMAIL, "wrong").await;
+    assert!(!signs_in(61).await, "still locked after 61 s");
+    assert!(signs_in(30).await, "free after 91 s");
+}
+
+/// Keycloak's quick-login check: a second wrong password right after the first locks this
+/// address out of the account for a minute; another address is not affected.
+#[tokio::test]
+async fn two_quick_wrong_passwords_lock_the_address_out_of_the_account_for_a_minute() {
+    let app = spawn_app_with(|raw| {
+        raw.trusted_proxies = vec!["127.0.0.1/32".into()];
+        raw.security.auto_block = false;
+        raw.login.base_delay_ms = 1;
+        raw.login.max_delay_ms = 5;
+    })
+    .await;
+    app.create_user(EMAIL, false).await;
+    let guesser = Browser::from_ip(&app, "198.51.100.3");
+    for _ in 0..2 {
+        attempt(&guesser, EMAIL, "wrong").await;
+    }
+    let (status, message) = attempt(&guesser, EMAIL, PASSWORD).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "locked, with the usual answer"
+    );
+    assert_eq!(message.as_deref(), Some("Invalid email or password."));
+    let elsewhere = Browser::from_ip(&app, "203.0.113.3");
+    assert_eq!(
+        attempt(&elsewhere, EMAIL, PASSWORD).await.0,
+        StatusCode::SEE_OTHER
+    );
+    app.clock.advance(61);
+    assert_eq!(
+        attempt(&guesser, EMAIL, PASSWORD).await.0,
+        StatusCode::SEE_OTHER
+    );
+
+    // A form sent twice with the right password locks nothing.
+    let twice = Browser::from_ip(&app, "198.51.100.4");
+    let (a, b) = tokio::join!(twice.login(EMAIL, PASSWORD), twice.login(EMAIL, PASSWORD));
+    assert_eq!(
+        (a.status(), b.status()),
+        (StatusCode::SEE_OTHER, StatusCode::SEE_OTHER)
     );
 }
 

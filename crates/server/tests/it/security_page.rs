@@ -21,6 +21,8 @@ async fn app() -> TestApp {
         raw.login.base_delay_ms = 1;
         raw.login.max_delay_ms = 5;
         raw.security.auto_block = false;
+        // Three quick wrong passwords are three events here, not a lock too.
+        raw.login.quick_login_check_ms = 0;
     })
     .await
 }

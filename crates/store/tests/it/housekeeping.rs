@@ -242,16 +242,19 @@ async fn stale_throttles_and_expired_keys_are_deleted(t: TestDb) {
         failures: 3,
         window_start: NOW - 2 * DAY,
         locked_until: None,
+        last_failure_ms: None,
     };
     let locked = ThrottleRow {
         failures: 9,
         window_start: NOW - 2 * DAY,
         locked_until: Some(NOW + 60),
+        last_failure_ms: None,
     };
     let recent = ThrottleRow {
         failures: 1,
         window_start: NOW - 60,
         locked_until: None,
+        last_failure_ms: None,
     };
     for (key, row) in [("old", old), ("locked", locked), ("recent", recent)] {
         crate::throttles::put(&t, key, row).await;

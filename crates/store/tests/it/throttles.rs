@@ -27,6 +27,7 @@ async fn decisions_see_the_rows_and_their_writes_apply(t: TestDb) {
                         failures: 3,
                         window_start: NOW,
                         locked_until: Some(NOW + 60),
+                        last_failure_ms: None,
                     }),
                     ThrottleWrite::Keep,
                 ],
@@ -70,6 +71,7 @@ async fn concurrent_updates_of_one_key_apply_one_after_another(t: TestDb) {
                             failures: r.map_or(0, |r| r.failures) + 1,
                             window_start: NOW,
                             locked_until: None,
+                            last_failure_ms: None,
                         })
                     };
                     (vec![bump(rows[0]), bump(rows[1])], ())
