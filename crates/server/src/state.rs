@@ -115,6 +115,7 @@ impl AppState {
             analytics.clone(),
             clock.clone(),
             metrics.clone(),
+            geoip.clone(),
         ));
         let rate_limits = Arc::new(crate::security::rate_limit::RateLimits::new(
             &settings.rate_limits,

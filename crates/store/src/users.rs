@@ -157,6 +157,49 @@ impl Db {
         Ok(true)
     }
 
+    /// `user_id` was seen from `country` at `now_ms`. When the pair is new and the user was
+    /// seen from other countries before, those countries (oldest first); otherwise `None`
+    /// (a known country, or the very first one, which is no change). Concurrent callers
+    /// (instances seeing the same pair at once) agree: one insert wins, one gets the answer.
+    pub async fn note_user_country(
+        &self,
+        user_id: &str,
+        country: &str,
+        now_ms: i64,
+    ) -> Result<Option<Vec<String>>> {
+        let inserted = sqlx::query(
+            "INSERT INTO user_countries (user_id, country, first_seen_ms, last_seen_ms) \
+             VALUES ($1, $2, $3, $3) ON CONFLICT (user_id, country) DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(country)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            sqlx::query(
+                "UPDATE user_countries SET last_seen_ms = $3 \
+                 WHERE user_id = $1 AND country = $2 AND last_seen_ms < $3",
+            )
+            .bind(user_id)
+            .bind(country)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+            return Ok(None);
+        }
+        let others: Vec<(String,)> = sqlx::query_as(
+            "SELECT country FROM user_countries WHERE user_id = $1 AND country <> $2 \
+             ORDER BY first_seen_ms, country",
+        )
+        .bind(user_id)
+        .bind(country)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((!others.is_empty()).then(|| others.into_iter().map(|(c,)| c).collect()))
+    }
+
     pub async fn set_password_hash(&self, id: &str, hash: &str) -> Result<bool> {
         let n = sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
             .bind(id)

@@ -388,6 +388,7 @@ pub async fn login_post(
     let jar = session::start(&state, &user.id, jar).await?;
     let jar = device::remember(&state, jar, &user.id, trusted).await?;
     tracing::info!(user_id = ?user.id, "signed in");
+    state.security.user_seen(&who, &user.id, None);
     state
         .analytics
         .oauth(OAuthEvent::SignInSucceeded, Some(&user.id), None);

@@ -419,6 +419,11 @@ async fn authorization_code(
         row.user_id.as_deref(),
         Some(client.id.as_str()),
     );
+    if let Some(user) = row.user_id.as_deref() {
+        state
+            .security
+            .user_seen(who, user, Some(client.id.as_str()));
+    }
     Ok(TokenResponse {
         access_token: access,
         token_type: "Bearer",
@@ -539,6 +544,11 @@ async fn refresh(
             row.user_id.as_deref(),
             Some(client.id.as_str()),
         );
+        if let Some(user) = row.user_id.as_deref() {
+            state
+                .security
+                .user_seen(who, user, Some(client.id.as_str()));
+        }
         return Ok(TokenResponse {
             access_token: access,
             token_type: "Bearer",

@@ -313,6 +313,11 @@ async fn authenticate(
     state
         .security
         .token_used(&who, &claims.jti, user, &claims.client_id);
+    if let Some(user) = user {
+        state
+            .security
+            .user_seen(&who, user, Some(&claims.client_id));
+    }
     let key = RateKey {
         class: EndpointClass::Mcp,
         client_id: Some(claims.client_id.clone()),

@@ -21,7 +21,7 @@ use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap};
 
-use mcp_oauth_core::analytics::Millis;
+use mcp_oauth_core::analytics::{Millis, geo};
 use mcp_oauth_core::security::blocks::{block_seconds, earns_a_block};
 use mcp_oauth_core::security::detectors::{
     Detection, ScannerDetector, SignInDetector, SignInThresholds, TokenSpreadDetector,
@@ -33,6 +33,7 @@ use mcp_oauth_core::security::rate_limit::{EndpointClass, RateKey};
 use mcp_oauth_store::Db;
 
 use crate::analytics::Recorder;
+use crate::analytics::geoip::GeoIp;
 use crate::clock::Clock;
 use crate::config::{Cidr, SecuritySettings};
 use crate::http::extract::client_ip;
@@ -43,6 +44,10 @@ use crate::state::AppState;
 
 /// Keys each detector holds at most.
 const MAX_KEYS: usize = 10_000;
+/// (user, country) pairs remembered as known, so that repeat sightings cost no write.
+const KNOWN_COUNTRIES: usize = 100_000;
+/// New (user, country) pairs written at once; past it, a sighting is skipped, not queued.
+const COUNTRY_CHECKS: usize = 32;
 /// The window of counters whose setting names no window.
 const TEN_MINUTES: Millis = 10 * 60_000;
 const HOUR: Millis = 60 * 60_000;
@@ -120,6 +125,10 @@ pub struct SecurityMonitor {
     refused_registrations: Mutex<WindowCounter<IpAddr>>,
     /// Requests refused by a rate limit, per class and address.
     rate_limited: Mutex<WindowCounter<(EndpointClass, IpAddr)>>,
+    /// For `new_country`: where addresses are; the pairs known; the writes in flight.
+    geoip: Option<Arc<GeoIp>>,
+    known_countries: Arc<quick_cache::sync::Cache<(String, String), ()>>,
+    country_checks: Arc<tokio::sync::Semaphore>,
 }
 
 impl SecurityMonitor {
@@ -130,6 +139,7 @@ impl SecurityMonitor {
         recorder: Arc<Recorder>,
         clock: Clock,
         metrics: Arc<Metrics>,
+        geoip: Option<Arc<GeoIp>>,
     ) -> Self {
         let s = settings;
         let mut allow: Vec<Cidr> = s
@@ -172,6 +182,9 @@ impl SecurityMonitor {
             registrations: Mutex::new(WindowCounter::new(HOUR, MAX_KEYS)),
             refused_registrations: Mutex::new(WindowCounter::new(HOUR, MAX_KEYS)),
             rate_limited: Mutex::new(WindowCounter::new(TEN_MINUTES, MAX_KEYS)),
+            geoip,
+            known_countries: Arc::new(quick_cache::sync::Cache::new(KNOWN_COUNTRIES)),
+            country_checks: Arc::new(tokio::sync::Semaphore::new(COUNTRY_CHECKS)),
         }
     }
 
@@ -236,6 +249,57 @@ impl SecurityMonitor {
                 .request_id(requester.request_id.as_deref());
             alerts.offer(&event);
             emit(&event_sink, &metrics, event);
+        });
+    }
+
+    /// `user_id` was seen at `who`'s address (signed in, got tokens, called MCP). On the first
+    /// sight of a country for a user already seen from others, a `new_country` event. Needs a
+    /// GeoIP database; private and unknown addresses are in no country. Known pairs are
+    /// remembered here, so a repeat sighting costs a lookup in memory; a new pair is written
+    /// in the background, the store deciding (so two instances report it once).
+    pub fn user_seen(&self, who: &Requester, user_id: &str, client_id: Option<&str>) {
+        if !self.enabled {
+            return;
+        }
+        let Some(geoip) = &self.geoip else { return };
+        let country = geoip.country_of(who.ip);
+        if country == geo::PRIVATE || country == geo::UNKNOWN {
+            return;
+        }
+        let pair = (user_id.to_owned(), country);
+        if self.known_countries.get(&pair).is_some() {
+            return;
+        }
+        let Ok(permit) = self.country_checks.clone().try_acquire_owned() else {
+            return;
+        };
+        let now = self.now();
+        let actor = who.actor(Some(user_id), client_id);
+        let request_id = who.request_id.clone();
+        let (db, known) = (self.db.clone(), self.known_countries.clone());
+        let (sink, metrics, alerts) = (
+            self.recorder.clone(),
+            self.metrics.clone(),
+            self.alerts.clone(),
+        );
+        tokio::spawn(async move {
+            let _permit = permit;
+            match db.note_user_country(&pair.0, &pair.1, now).await {
+                Ok(Some(before)) => {
+                    let event = SecurityEvent::new_country(now, &pair.1, &before)
+                        .actor(actor)
+                        .request_id(request_id.as_deref());
+                    alerts.offer(&event);
+                    emit(&sink, &metrics, event);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Not tried again on this instance: a sighting must not cost a write
+                    // each time (a user deleted since, or a database that is down).
+                    tracing::warn!(error = ?e.to_string(), "recording a user's country failed");
+                }
+            }
+            known.insert(pair, ());
         });
     }
 

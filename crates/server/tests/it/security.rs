@@ -1125,3 +1125,77 @@ async fn the_command_line_follows_new_events_as_any_instance_stores_them() {
     let _ = follower.kill();
     let _ = follower.wait();
 }
+
+/// An MCP `initialize` with `token` from `ip`; the status.
+async fn mcp_from(app: &TestApp, token: &str, ip: &str) -> StatusCode {
+    app.http
+        .post(format!("{}/mcp", app.url))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", ip)
+        .body(initialize(1).to_string())
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn a_user_seen_from_a_new_country_is_reported_once_per_country() {
+    let geoip =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test-country.mmdb");
+    let app = spawn_app_with(move |raw| {
+        raw.trusted_proxies = vec!["127.0.0.1/32".into()];
+        raw.analytics.flush_interval_ms = 50;
+        raw.analytics.geoip_database = Some(geoip);
+        raw.security.auto_block = false;
+    })
+    .await;
+    let user_id = app.create_user(EMAIL, false).await;
+    // Signed in from Great Britain: the first country is no change.
+    let gb = Browser::from_ip(&app, "81.2.69.160");
+    assert_eq!(
+        gb.login(EMAIL, PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let client = app.register_public_client(REDIRECT).await;
+    let auth = crate::helpers::ClientAuth::Public(client.clone());
+    let tokens = app.tokens_for(&auth, &gb, REDIRECT, &[]).await;
+    let token = tokens.access_token.as_str();
+    assert_eq!(mcp_from(&app, token, "81.2.69.160").await, StatusCode::OK);
+    assert_eq!(mcp_from(&app, token, "10.1.2.3").await, StatusCode::OK);
+
+    // The token in Sweden: reported, with where the user was seen before.
+    assert_eq!(mcp_from(&app, token, "89.160.20.112").await, StatusCode::OK);
+    let rows = events_when(&app, |r| count(r, "new_country") == 1).await;
+    let event = of_kind(&rows, "new_country")[0];
+    assert_eq!(event.evidence["country"], "SE");
+    assert_eq!(event.evidence["known_countries"], "GB");
+    assert_eq!(event.user_id.as_deref(), Some(user_id.as_str()));
+    assert_eq!(event.client_id.as_deref(), Some(client.as_str()));
+    assert_eq!(event.ip.as_deref(), Some("89.160.20.112"));
+    assert_eq!((event.level.as_str(), event.score), ("notice", 30));
+
+    // Sweden again is known; a refresh from the United States is new.
+    assert_eq!(mcp_from(&app, token, "89.160.20.112").await, StatusCode::OK);
+    let refreshed = app
+        .http
+        .post(format!("{}/token", app.url))
+        .header("x-forwarded-for", "216.160.83.56")
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", client.as_str()),
+            ("refresh_token", tokens.refresh_token.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let rows = events_when(&app, |r| count(r, "new_country") == 2).await;
+    let us = of_kind(&rows, "new_country")[1];
+    assert_eq!(us.evidence["country"], "US");
+    assert_eq!(us.evidence["known_countries"], "GB,SE");
+    let rows = settled(&app).await;
+    assert_eq!(count(&rows, "new_country"), 2, "Sweden was reported once");
+}
