@@ -659,11 +659,24 @@ async fn main() {
             o.cpu_us
         );
     }
-    let cost = 100.0 * (1.0 - outcomes[3].rps / outcomes[4].rps);
+    let rps = |name: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.name == name)
+            .map_or(f64::NAN, |o| o.rps)
+    };
+    let cost = 100.0
+        * (1.0 - rps("stateless JSON, authenticated") / rps("stateless JSON, authentication off"));
     println!("authentication costs {cost:.1}% of stateless JSON throughput (target: under 15%)");
     println!(
         "a rate-limited request is answered at {:.0}% of a bare 429's rate (target: at least 100%)",
-        100.0 * outcomes[6].rps / outcomes[5].rps
+        100.0 * rps("past the MCP quota (429)") / rps("bare axum handler, 429")
+    );
+    let stateful = rps("stateful session, SSE");
+    println!(
+        "shared buckets: database {:.0}%, Redis {:.0}% of the stateful rate with local ones",
+        100.0 * rps("stateful, SSE, buckets shared in the database") / stateful,
+        100.0 * rps("stateful, SSE, buckets shared in Redis") / stateful
     );
     for o in on_runs
         .iter()
