@@ -16,7 +16,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use mcp_oauth_core::analytics::summary::{Breakdown, Summary, rfc3339, tool_breakdown};
 use mcp_oauth_core::analytics::{Millis, Period, geo};
@@ -893,60 +893,75 @@ pub async fn live_get(
     if let Err(why) = range_of(&q, state.clock.now_millis()) {
         return (StatusCode::BAD_REQUEST, why).into_response();
     }
-    let Ok(permit) = state.live_streams.clone().try_acquire_owned() else {
-        // The page still works; it is just not live. 503 makes EventSource retry later.
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "30")],
-            "too many live dashboards",
-        )
-            .into_response();
+    let permit = match live_permit(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
     };
     let shutdown = state.shutdown.clone();
-    let stream = async_stream(state, q, page, permit, shutdown);
-    Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+    live_panels(shutdown, permit, move || {
+        let (state, q) = (state.clone(), q.clone());
+        async move {
+            // A preset range slides with the clock, so it is read again each time.
+            let range = range_of(&q, state.clock.now_millis()).ok()?;
+            panels(&state, page, &range, &q).await.ok()?.render().ok()
+        }
+    })
 }
 
-fn async_stream(
-    state: AppState,
-    q: DashboardQuery,
-    page: &'static str,
-    permit: tokio::sync::OwnedSemaphorePermit,
+/// A permit to serve one more live page (`live_streams`), or the 503 that makes the
+/// browser's `EventSource` retry later: the page still works, it is just not live.
+pub(crate) fn live_permit(state: &AppState) -> Result<OwnedSemaphorePermit, Box<Response>> {
+    state.live_streams.clone().try_acquire_owned().map_err(|_| {
+        Box::new(
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "30")],
+                "too many live pages",
+            )
+                .into_response(),
+        )
+    })
+}
+
+/// Server-Sent Events that push `render`'s HTML as a `panels` event every `LIVE_INTERVAL`
+/// when it has changed (`None`: nothing to show this time), until `LIVE_MAX` has passed (the
+/// browser then opens a new stream) or the server stops, holding `permit` meanwhile.
+pub(crate) fn live_panels<R, F>(
     shutdown: tokio_util::sync::CancellationToken,
-) -> impl futures::Stream<Item = Result<SseEvent, Infallible>> {
+    permit: OwnedSemaphorePermit,
+    render: R,
+) -> Response
+where
+    R: Fn() -> F + Send + Sync + 'static,
+    F: Future<Output = Option<String>> + Send + 'static,
+{
     let deadline = tokio::time::Instant::now() + LIVE_MAX;
-    futures::stream::unfold(
-        (state, q, None::<String>, permit),
-        move |(state, q, last, permit)| {
+    let stream = futures::stream::unfold(
+        (render, None::<String>, permit),
+        move |(render, last, permit)| {
             let shutdown = shutdown.clone();
             async move {
                 loop {
-                    if tokio::time::Instant::now() >= deadline || shutdown.is_cancelled() {
-                        return None;
-                    }
                     tokio::select! {
                         () = shutdown.cancelled() => return None,
                         () = tokio::time::sleep(LIVE_INTERVAL) => {}
                     }
-                    let Ok(range) = range_of(&q, state.clock.now_millis()) else {
+                    if tokio::time::Instant::now() >= deadline {
                         return None;
-                    };
-                    let html = match panels(&state, page, &range, &q).await {
-                        Ok(p) => p.render().ok(),
-                        Err(_) => None,
-                    };
-                    let Some(html) = html else { continue };
+                    }
+                    let Some(html) = render().await else { continue };
                     if last.as_deref() == Some(html.as_str()) {
                         continue;
                     }
                     let event = SseEvent::default().event("panels").data(html.clone());
-                    return Some((Ok(event), (state, q, Some(html), permit)));
+                    return Some((Ok::<_, Infallible>(event), (render, Some(html), permit)));
                 }
             }
         },
-    )
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 /// The live-stream bound, shared by the instance.

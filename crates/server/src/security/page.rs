@@ -10,13 +10,10 @@
 //! a log line naming the administrator.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::time::Duration;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::cookie::CookieJar;
 use serde::Deserialize;
@@ -27,7 +24,9 @@ use mcp_oauth_core::security::events::{Level, SecurityEventKind};
 use mcp_oauth_store::{GrantOwner, SecurityFilter, SecurityTop, Triage};
 
 use crate::analytics::charts::{self, Line};
-use crate::analytics::dashboard::{DashboardQuery, Range, admin_or_refusal, dashboard_csp};
+use crate::analytics::dashboard::{
+    DashboardQuery, Range, admin_or_refusal, dashboard_csp, live_panels, live_permit,
+};
 use crate::http::error::PageError;
 use crate::http::extract::PageForm;
 use crate::identity::{csrf, session};
@@ -40,10 +39,6 @@ const EVENTS_SHOWN: i64 = 100;
 const TOP_SHOWN: i64 = 10;
 /// Types drawn as lines of their own; the rest are summed as "other".
 const CHART_TYPES: usize = 4;
-/// How often an open page's panels are rendered again for the live stream.
-const LIVE_INTERVAL: Duration = Duration::from_secs(2);
-/// A live stream ends after this long; the browser's `EventSource` opens a new one.
-const LIVE_MAX: Duration = Duration::from_secs(30 * 60);
 const PRESETS: [&str; 5] = ["1h", "6h", "24h", "7d", "30d"];
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -512,51 +507,26 @@ pub async fn live_get(
         Ok(Err(why)) => return (StatusCode::BAD_REQUEST, why).into_response(),
         Err(e) => return e.into_response(),
     }
-    let Ok(permit) = state.live_streams.clone().try_acquire_owned() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, "30")],
-            "too many live pages",
-        )
-            .into_response();
+    let permit = match live_permit(&state) {
+        Ok(p) => p,
+        Err(r) => return *r,
     };
     let (token, _) = csrf::token(jar);
-    let deadline = tokio::time::Instant::now() + LIVE_MAX;
     let shutdown = state.shutdown.clone();
-    let stream = futures::stream::unfold(
-        (state, q, None::<String>, permit),
-        move |(state, q, last, permit)| {
-            let (shutdown, token) = (shutdown.clone(), token.clone());
-            async move {
-                loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return None,
-                        () = tokio::time::sleep(LIVE_INTERVAL) => {}
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return None;
-                    }
-                    // A preset range slides with the clock, so it is read again each time.
-                    let Ok(Ok((range, filter))) = filter_of(&state, &q).await else {
-                        continue;
-                    };
-                    let html = match panels(&state, &q, &range, &filter, token.clone()).await {
-                        Ok(p) => p.render().ok(),
-                        Err(_) => None,
-                    };
-                    let Some(html) = html else { continue };
-                    if last.as_deref() == Some(html.as_str()) {
-                        continue;
-                    }
-                    let event = SseEvent::default().event("panels").data(html.clone());
-                    return Some((Ok::<_, Infallible>(event), (state, q, Some(html), permit)));
-                }
-            }
-        },
-    );
-    Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+    live_panels(shutdown, permit, move || {
+        let (state, q, token) = (state.clone(), q.clone(), token.clone());
+        async move {
+            // A preset range slides with the clock, so it is read again each time.
+            let (range, filter) = filter_of(&state, &q).await.ok()?.ok()?;
+            let panels = panels(&state, &q, &range, &filter, token).await.ok()?;
+            panels.render().ok()
+        }
+    })
+}
+
+/// An error as the page a browser gets.
+fn refusal(e: impl Into<PageError>) -> Response {
+    e.into().into_response()
 }
 
 /// The administrator behind a form post, once its CSRF token and origin are checked.
@@ -592,35 +562,22 @@ pub async fn unblock_post(
     headers: HeaderMap,
     jar: CookieJar,
     PageForm(form): PageForm<UnblockForm>,
-) -> Response {
-    let admin = match admin_posting(
-        &state,
-        &who,
-        "unblock",
-        &jar,
-        &headers,
-        form.csrf.as_deref(),
-    )
-    .await
-    {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
+) -> Result<Response, Response> {
+    let csrf = form.csrf.as_deref();
+    let admin = admin_posting(&state, &who, "unblock", &jar, &headers, csrf).await?;
     let Ok(ip) = form.ip.trim().parse::<std::net::IpAddr>() else {
-        return PageError::bad_request("Invalid address", "That is not an IP address.")
-            .into_response();
+        return Err(refusal(PageError::bad_request(
+            "Invalid address",
+            "That is not an IP address.",
+        )));
     };
-    match state
+    let was_blocked = state
         .db
         .unblock_ip(&ip.to_string(), state.clock.now_millis())
         .await
-    {
-        Ok(was_blocked) => {
-            tracing::info!(admin = %admin.id, %ip, was_blocked, "administrator unblocked an address");
-            Redirect::to(&format!("{}/security", state.settings.base_path())).into_response()
-        }
-        Err(e) => PageError::from(e).into_response(),
-    }
+        .map_err(refusal)?;
+    tracing::info!(admin = %admin.id, %ip, was_blocked, "administrator unblocked an address");
+    Ok(Redirect::to(&format!("{}/security", state.settings.base_path())).into_response())
 }
 
 #[derive(Template)]
@@ -721,18 +678,17 @@ pub async fn event_post(
     jar: CookieJar,
     Path(id): Path<i64>,
     PageForm(form): PageForm<TriageForm>,
-) -> Response {
-    let admin =
-        match admin_posting(&state, &who, "triage", &jar, &headers, form.csrf.as_deref()).await {
-            Ok(u) => u,
-            Err(r) => return r,
-        };
+) -> Result<Response, Response> {
+    let csrf = form.csrf.as_deref();
+    let admin = admin_posting(&state, &who, "triage", &jar, &headers, csrf).await?;
     let action = match form.action.as_str() {
         "acknowledge" => Triage::Acknowledge,
         "resolve" => Triage::Resolve,
         _ => {
-            return PageError::bad_request("Invalid action", "Acknowledge or resolve.")
-                .into_response();
+            return Err(refusal(PageError::bad_request(
+                "Invalid action",
+                "Acknowledge or resolve.",
+            )));
         }
     };
     let note = form
@@ -741,28 +697,22 @@ pub async fn event_post(
         .map(str::trim)
         .filter(|n| !n.is_empty());
     if note.is_some_and(|n| n.chars().count() > NOTE_MAX_CHARS) {
-        return PageError::bad_request(
+        return Err(refusal(PageError::bad_request(
             "Note too long",
             format!("A note is at most {NOTE_MAX_CHARS} characters."),
-        )
-        .into_response();
+        )));
     }
-    match state
+    let found = state
         .db
         .triage_security_event(id, action, &admin.id, state.clock.now_millis(), note)
         .await
-    {
-        Ok(true) => {
-            tracing::info!(admin = %admin.id, event = id, action = form.action, "administrator triaged a security event");
-            Redirect::to(&format!(
-                "{}/security/events/{id}",
-                state.settings.base_path()
-            ))
-            .into_response()
-        }
-        Ok(false) => PageError::not_found().into_response(),
-        Err(e) => PageError::from(e).into_response(),
+        .map_err(refusal)?;
+    if !found {
+        return Err(refusal(PageError::not_found()));
     }
+    tracing::info!(admin = %admin.id, event = id, action = form.action, "administrator triaged a security event");
+    let here = format!("{}/security/events/{id}", state.settings.base_path());
+    Ok(Redirect::to(&here).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -871,55 +821,47 @@ pub async fn revoke_post(
     headers: HeaderMap,
     jar: CookieJar,
     PageForm(form): PageForm<RevokeForm>,
-) -> Response {
-    let admin = match admin_posting(
-        &state,
-        &who,
-        "revoke_all",
-        &jar,
-        &headers,
-        form.csrf.as_deref(),
-    )
-    .await
-    {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
+) -> Result<Response, Response> {
+    let csrf = form.csrf.as_deref();
+    let admin = admin_posting(&state, &who, "revoke_all", &jar, &headers, csrf).await?;
     let q = RevokeQuery {
         user: form.user,
         client: form.client,
     };
-    let page = async {
-        let (kind, id, label) = owner_of(&state, &q).await?;
-        if form.confirm.as_deref() != Some("yes") {
-            return Err(PageError::bad_request(
-                "Not confirmed",
-                "Confirm the revocation with its button.",
-            ));
-        }
-        let now = state.clock.now();
-        let revoked = state
-            .db
-            .revoke_grants_of(
-                grant_owner(kind, id),
-                now,
-                "revoked_by_administrator",
-                state.revocation_ttl(),
-            )
-            .await?;
-        state.revocations.poll(&state.db, now).await?;
-        tracing::warn!(admin = %admin.id, owner = kind, id, grants = revoked, "administrator revoked every grant");
-        let (token, jar) = csrf::token(jar);
-        let html = crate::web::render(&RevokePage {
-            base_path: state.settings.base_path(),
-            csrf: &token,
-            kind,
-            id,
-            label,
-            live_grants: 0,
-            revoked: Some(revoked),
-        })?;
-        Ok(page_response(jar, html))
-    };
-    page.await.unwrap_or_else(IntoResponse::into_response)
+    let (kind, id, label) = owner_of(&state, &q).await.map_err(refusal)?;
+    if form.confirm.as_deref() != Some("yes") {
+        return Err(refusal(PageError::bad_request(
+            "Not confirmed",
+            "Confirm the revocation with its button.",
+        )));
+    }
+    let now = state.clock.now();
+    let revoked = state
+        .db
+        .revoke_grants_of(
+            grant_owner(kind, id),
+            now,
+            "revoked_by_administrator",
+            state.revocation_ttl(),
+        )
+        .await
+        .map_err(refusal)?;
+    state
+        .revocations
+        .poll(&state.db, now)
+        .await
+        .map_err(refusal)?;
+    tracing::warn!(admin = %admin.id, owner = kind, id, grants = revoked, "administrator revoked every grant");
+    let (token, jar) = csrf::token(jar);
+    let html = crate::web::render(&RevokePage {
+        base_path: state.settings.base_path(),
+        csrf: &token,
+        kind,
+        id,
+        label,
+        live_grants: 0,
+        revoked: Some(revoked),
+    })
+    .map_err(refusal)?;
+    Ok(page_response(jar, html))
 }
