@@ -50,13 +50,10 @@ pub async fn run_cleanup(state: &AppState) -> anyhow::Result<()> {
         .db
         .delete_stale_ip_blocks(state.clock.now_millis() - 86_400_000)
         .await?;
-    // The registration throttle keeps a cell per client IP; drop the idle ones.
-    state.register_limiter.retain_recent();
     state
         .rate_limits
         .retain_recent(state.clock.now_millis())
         .await?;
-    state.cimd.retain_recent();
     if report.total() > 0 {
         tracing::info!(?report, "expired records deleted");
     }

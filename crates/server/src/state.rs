@@ -1,10 +1,7 @@
 //! Application state shared by every handler: cheap to clone, built once at start.
 
-use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio_util::sync::CancellationToken;
 
 use mcp_oauth_core::oauth::authorize::AuthorizePolicy;
@@ -33,7 +30,6 @@ pub struct AppState {
     pub revocations: Arc<RevocationList>,
     pub cimd: Arc<CimdFetcher>,
     pub setup: Arc<SetupToken>,
-    pub register_limiter: Arc<DefaultKeyedRateLimiter<IpAddr>>,
     pub authorize_policy: Arc<AuthorizePolicy>,
     pub registration_policy: Arc<RegistrationPolicy>,
     /// Our origin (`scheme://host[:port]`), for same-origin checks on forms.
@@ -72,11 +68,6 @@ impl AppState {
         keys: KeyStore,
         shared_limits: Option<crate::security::rate_limit::SharedBuckets>,
     ) -> anyhow::Result<Self> {
-        let per_minute = NonZeroU32::new(settings.registration.per_ip_per_minute.max(1))
-            .unwrap_or(NonZeroU32::MIN);
-        let burst =
-            NonZeroU32::new(settings.registration.per_ip_burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        let register_limiter = RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst));
         let authorize_policy = AuthorizePolicy {
             supported_scopes: settings.supported_scopes.clone(),
             default_scopes: settings.default_scopes.clone(),
@@ -117,8 +108,8 @@ impl AppState {
             metrics.clone(),
             geoip.clone(),
         ));
-        let rate_limits = Arc::new(crate::security::rate_limit::RateLimits::new(
-            &settings.rate_limits,
+        let rate_limits = Arc::new(crate::security::rate_limit::RateLimits::for_settings(
+            &settings,
             shared_limits,
         ));
         Ok(Self {
@@ -132,7 +123,6 @@ impl AppState {
             revocations: Arc::new(RevocationList::default()),
             cimd: Arc::new(cimd),
             setup: Arc::new(SetupToken::default()),
-            register_limiter: Arc::new(register_limiter),
             authorize_policy: Arc::new(authorize_policy),
             registration_policy: Arc::new(registration_policy),
             origin: origin.into(),

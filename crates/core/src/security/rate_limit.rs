@@ -21,14 +21,20 @@ pub enum EndpointClass {
     Authorization,
     /// MCP requests (Streamable HTTP and legacy SSE), once the bearer token is accepted.
     Mcp,
+    /// `POST /register` (RFC 7591), per address.
+    Registration,
+    /// Client ID metadata documents fetched on a client's behalf, per address.
+    MetadataFetch,
 }
 
 impl EndpointClass {
-    pub const ALL: [EndpointClass; 4] = [
+    pub const ALL: [EndpointClass; 6] = [
         EndpointClass::SignIn,
         EndpointClass::Token,
         EndpointClass::Authorization,
         EndpointClass::Mcp,
+        EndpointClass::Registration,
+        EndpointClass::MetadataFetch,
     ];
 
     /// The policy id in the headers, and the name in events and settings.
@@ -38,6 +44,8 @@ impl EndpointClass {
             EndpointClass::Token => "token",
             EndpointClass::Authorization => "authorization",
             EndpointClass::Mcp => "mcp",
+            EndpointClass::Registration => "registration",
+            EndpointClass::MetadataFetch => "metadata_fetch",
         }
     }
 }
@@ -64,11 +72,23 @@ impl RateKey {
 }
 
 /// A quota: `quota` requests per `window_seconds`, replenished evenly (GCRA), with a burst
-/// of the whole quota.
+/// of `burst` at once (usually the whole quota).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
     pub quota: u32,
     pub window_seconds: u32,
+    pub burst: u32,
+}
+
+impl Quota {
+    /// `quota` a minute, with a burst of the whole minute.
+    pub const fn per_minute(quota: u32) -> Self {
+        Quota {
+            quota,
+            window_seconds: 60,
+            burst: quota,
+        }
+    }
 }
 
 /// `RateLimit-Policy: "<class>";q=<quota>;w=<window>;pk="<partition>"`. The partition key
@@ -102,10 +122,10 @@ pub fn retry_after_seconds(wait_ms: u64) -> u64 {
     wait_ms.div_ceil(1000).max(1)
 }
 
-/// Seconds until a bucket with `remaining` of `quota` left is whole again, replenished one
+/// Seconds until a bucket with `remaining` of its burst left is whole again, replenished one
 /// request per `window / quota`.
 pub fn reset_seconds(quota: Quota, remaining: u32) -> u64 {
-    let missing = u64::from(quota.quota.saturating_sub(remaining));
+    let missing = u64::from(quota.burst.saturating_sub(remaining));
     let per_request_ms = u64::from(quota.window_seconds) * 1000 / u64::from(quota.quota.max(1));
     (missing * per_request_ms).div_ceil(1000)
 }
@@ -113,8 +133,8 @@ pub fn reset_seconds(quota: Quota, remaining: u32) -> u64 {
 /// GCRA (the generic cell rate algorithm), as buckets shared by instances keep it: one
 /// number per bucket, its theoretical arrival time (TAT) in microseconds. Each request moves
 /// the TAT one `interval` on, starting from now at the earliest; a request that would move it
-/// more than a whole `window` past now is refused. So a full bucket allows a burst of the
-/// whole quota, then one request per `window / quota`. The database statement and the Redis
+/// more than `burst` intervals past now is refused. So a full bucket allows a burst of
+/// `burst` requests, then one per `window / quota`. The database statement and the Redis
 /// script apply [`Gcra::take`] atomically; the helpers read the headers from its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gcra {
@@ -126,11 +146,11 @@ impl Gcra {
     pub fn new(quota: Quota) -> Self {
         let window_us = i64::from(quota.window_seconds) * 1_000_000;
         let interval_us = (window_us / i64::from(quota.quota.max(1))).max(1);
-        // The window the bucket may run ahead of now: whole intervals, so that a fresh bucket
-        // allows exactly `quota` requests even when the window does not divide evenly.
+        // How far the bucket may run ahead of now: whole intervals, so that a fresh bucket
+        // allows exactly `burst` requests even when the window does not divide evenly.
         Gcra {
             interval_us,
-            window_us: interval_us * i64::from(quota.quota.max(1)),
+            window_us: interval_us.saturating_mul(i64::from(quota.burst.max(1))),
         }
     }
 
@@ -172,10 +192,7 @@ mod tests {
 
     #[test]
     fn gcra_allows_a_burst_of_the_quota_then_one_per_interval() {
-        let gcra = Gcra::new(Quota {
-            quota: 3,
-            window_seconds: 60,
-        });
+        let gcra = Gcra::new(Quota::per_minute(3));
         assert_eq!(gcra.interval_us, 20_000_000);
         let now = 1_000_000_000_000;
         let mut tat = None;
@@ -200,10 +217,25 @@ mod tests {
     }
 
     #[test]
+    fn gcra_burst_may_exceed_the_quota() {
+        let gcra = Gcra::new(Quota {
+            burst: 6,
+            ..Quota::per_minute(3)
+        });
+        let mut tat = None;
+        for _ in 0..6 {
+            tat = Some(gcra.take(tat, 0).expect("within the burst"));
+        }
+        assert!(gcra.take(tat, 0).is_err());
+        assert_eq!(gcra.wait_ms(tat.unwrap(), 0), 20_000, "then one every 20 s");
+    }
+
+    #[test]
     fn gcra_quota_that_does_not_divide_the_window_still_allows_the_whole_quota() {
         let gcra = Gcra::new(Quota {
             quota: 7,
             window_seconds: 1,
+            burst: 7,
         });
         let mut tat = None;
         for _ in 0..7 {
@@ -223,10 +255,7 @@ mod tests {
 
     #[test]
     fn headers_follow_the_draft() {
-        let q = Quota {
-            quota: 600,
-            window_seconds: 60,
-        };
+        let q = Quota::per_minute(600);
         assert_eq!(
             policy_header(EndpointClass::Mcp, q, &key(Some("c"), Some("u"))),
             "\"mcp\";q=600;w=60;pk=\"client+user+ip\""
@@ -250,10 +279,7 @@ mod tests {
         assert_eq!(retry_after_seconds(1), 1);
         assert_eq!(retry_after_seconds(1_000), 1);
         assert_eq!(retry_after_seconds(1_001), 2);
-        let q = Quota {
-            quota: 60,
-            window_seconds: 60,
-        };
+        let q = Quota::per_minute(60);
         assert_eq!(reset_seconds(q, 60), 0, "a whole bucket is reset");
         assert_eq!(reset_seconds(q, 0), 60);
         assert_eq!(reset_seconds(q, 59), 1);

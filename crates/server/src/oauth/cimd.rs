@@ -17,11 +17,9 @@
 //!   anonymous requests cannot make the server fetch on every request.
 
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::Value;
 use url::{Host, Url};
@@ -101,7 +99,6 @@ pub struct CimdFetcher {
     settings: CimdSettings,
     http: reqwest::Client,
     failures: quick_cache::sync::Cache<[u8; 32], RememberedFailure>,
-    fetch_limiter: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl CimdFetcher {
@@ -129,13 +126,10 @@ impl CimdFetcher {
             }))
             .user_agent(concat!("mcp-oauth/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let per_minute =
-            NonZeroU32::new(settings.fetches_per_ip_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
         Ok(Self {
             settings,
             http,
             failures: quick_cache::sync::Cache::new(FAILURE_CACHE_CAPACITY),
-            fetch_limiter: RateLimiter::keyed(Quota::per_minute(per_minute)),
         })
     }
 
@@ -161,16 +155,6 @@ impl CimdFetcher {
                 description: description.to_owned(),
             },
         );
-    }
-
-    /// May `ip` make us fetch a document now? Counts the fetch when it may.
-    pub fn admit_fetch(&self, ip: IpAddr) -> bool {
-        self.fetch_limiter.check_key(&ip).is_ok()
-    }
-
-    /// Forget the throttle state of addresses idle long enough to have a full quota again.
-    pub fn retain_recent(&self) {
-        self.fetch_limiter.retain_recent();
     }
 
     pub fn settings(&self) -> &CimdSettings {

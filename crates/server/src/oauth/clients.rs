@@ -12,6 +12,7 @@ use mcp_oauth_store::ClientRow;
 use crate::oauth::cimd::FetchError;
 use crate::security::Requester;
 use crate::state::AppState;
+use mcp_oauth_core::security::rate_limit::{EndpointClass, RateKey};
 
 #[derive(Debug)]
 pub enum ClientLookupError {
@@ -93,7 +94,17 @@ async fn resolve_document(
     if let Some(description) = state.cimd.remembered_failure(client_id, now) {
         return Err(unknown(description));
     }
-    if !state.cimd.admit_fetch(who.ip) {
+    let key = RateKey {
+        class: EndpointClass::MetadataFetch,
+        client_id: None,
+        user_id: None,
+        ip: who.ip,
+    };
+    let rate = state
+        .rate_limits
+        .check(&key, state.clock.now_millis())
+        .await;
+    if rate.is_some_and(|d| d.is_refused()) {
         tracing::warn!(client_ip = ?who.ip, "client metadata document fetches throttled");
         return Err(ClientLookupError::Throttled);
     }

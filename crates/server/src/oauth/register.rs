@@ -21,7 +21,9 @@ use mcp_oauth_store::{ClientRow, StoreError};
 
 use crate::http::error::{ApiError, no_store};
 use crate::security::Requester;
+use crate::security::rate_limit::RateDecision;
 use crate::state::AppState;
+use mcp_oauth_core::security::rate_limit::{EndpointClass, RateKey};
 
 /// Largest registration request accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -61,15 +63,28 @@ pub async fn register_post(
         )
         .into());
     }
-    let ip = who.ip;
-    if state.register_limiter.check_key(&ip).is_err() {
-        tracing::warn!(%ip, "registration throttled");
+    let key = RateKey {
+        class: EndpointClass::Registration,
+        client_id: None,
+        user_id: None,
+        ip: who.ip,
+    };
+    let rate = state
+        .rate_limits
+        .check(&key, state.clock.now_millis())
+        .await;
+    if let Some(refused @ RateDecision::Refused { .. }) = &rate {
+        tracing::warn!(ip = %who.ip, "registration throttled");
+        // Reported as a registration flood (first refusal, then doublings), not as a
+        // generic rate-limit event.
         state.security.registration_refused(&who);
-        return Err(OAuthError::new(
+        let mut r = ApiError::from(OAuthError::new(
             ErrorCode::SlowDown,
             "too many registrations from this address; retry later",
-        )
-        .into());
+        ))
+        .into_response();
+        refused.apply(r.headers_mut());
+        return Ok(r);
     }
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -149,7 +164,7 @@ pub async fn register_post(
         }
         Err(e) => return Err(e.into()),
     }
-    tracing::info!(client_id = ?row.id, name = ?metadata.client_name.as_deref().unwrap_or("-"), %ip, "client registered");
+    tracing::info!(client_id = ?row.id, name = ?metadata.client_name.as_deref().unwrap_or("-"), ip = %who.ip, "client registered");
     state
         .analytics
         .oauth(OAuthEvent::ClientRegistered, None, Some(&row.id));

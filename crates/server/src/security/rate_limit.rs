@@ -33,7 +33,7 @@ use mcp_oauth_core::security::rate_limit::{
 };
 use mcp_oauth_store::Db;
 
-use crate::config::{RateLimitSettings, SharedLimits};
+use crate::config::{RateLimitSettings, Settings, SharedLimits};
 
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -99,8 +99,8 @@ impl RateDecision {
 }
 
 pub struct RateLimits {
-    /// Indexed by `EndpointClass as usize`; `None` when the class is unlimited.
-    classes: [Option<ClassLimiter>; 4],
+    /// In the order of `EndpointClass::ALL` (see `index`); `None` when the class is unlimited.
+    classes: [Option<ClassLimiter>; EndpointClass::ALL.len()],
     max_keys: usize,
     hasher: RandomState,
     shared: Option<SharedBuckets>,
@@ -239,36 +239,65 @@ fn shared_bucket(key: &RateKey, overflow: bool) -> String {
     bucket
 }
 
+/// The position of `class` in `EndpointClass::ALL` (and in `RateLimits::classes`).
 fn index(class: EndpointClass) -> usize {
     match class {
         EndpointClass::SignIn => 0,
         EndpointClass::Token => 1,
         EndpointClass::Authorization => 2,
         EndpointClass::Mcp => 3,
+        EndpointClass::Registration => 4,
+        EndpointClass::MetadataFetch => 5,
     }
 }
 
 impl RateLimits {
-    pub fn new(settings: &RateLimitSettings, shared: Option<SharedBuckets>) -> Self {
-        let limiter = |per_minute: u32| -> Option<ClassLimiter> {
-            let quota = NonZeroU32::new(per_minute).filter(|_| settings.enabled)?;
+    /// The limits `settings` ask for: the four classes of `rate_limits` (all off with
+    /// `rate_limits.enabled = false`, one at `0`), and registrations and metadata-document
+    /// fetches per address, which keep their own settings and are always limited.
+    pub fn for_settings(settings: &Settings, shared: Option<SharedBuckets>) -> Self {
+        let r: &RateLimitSettings = &settings.rate_limits;
+        let on =
+            |per_minute: u32| (r.enabled && per_minute > 0).then(|| Quota::per_minute(per_minute));
+        let registration = &settings.registration;
+        Self::new(
+            [
+                on(r.sign_in_per_minute),
+                on(r.token_per_minute),
+                on(r.authorization_per_minute),
+                on(r.mcp_per_minute),
+                Some(Quota {
+                    burst: registration.per_ip_burst.max(1),
+                    ..Quota::per_minute(registration.per_ip_per_minute.max(1))
+                }),
+                Some(Quota::per_minute(
+                    settings.cimd.fetches_per_ip_per_minute.max(1),
+                )),
+            ],
+            r.max_keys,
+            shared,
+        )
+    }
+
+    /// One quota per class, in the order of `EndpointClass::ALL` (`None`: not limited).
+    pub fn new(
+        quotas: [Option<Quota>; EndpointClass::ALL.len()],
+        max_keys: usize,
+        shared: Option<SharedBuckets>,
+    ) -> Self {
+        let limiter = |quota: Option<Quota>| -> Option<ClassLimiter> {
+            let quota = quota?;
+            let per_minute = NonZeroU32::new(quota.quota)?;
+            let burst = NonZeroU32::new(quota.burst).unwrap_or(per_minute);
             Some(ClassLimiter {
-                quota: Quota {
-                    quota: quota.get(),
-                    window_seconds: 60,
-                },
-                limiter: RateLimiter::keyed(GcraQuota::per_minute(quota))
+                quota,
+                limiter: RateLimiter::keyed(GcraQuota::per_minute(per_minute).allow_burst(burst))
                     .with_middleware::<StateInformationMiddleware>(),
             })
         };
         Self {
-            classes: [
-                limiter(settings.sign_in_per_minute),
-                limiter(settings.token_per_minute),
-                limiter(settings.authorization_per_minute),
-                limiter(settings.mcp_per_minute),
-            ],
-            max_keys: settings.max_keys,
+            classes: quotas.map(limiter),
+            max_keys,
             hasher: RandomState::new(),
             shared,
             refusals: quick_cache::sync::Cache::new(REMEMBERED_REFUSALS),
@@ -408,11 +437,17 @@ mod tests {
     use super::*;
     use std::net::IpAddr;
 
-    fn settings(mcp_per_minute: u32, max_keys: usize) -> RateLimitSettings {
-        RateLimitSettings {
-            mcp_per_minute,
-            max_keys,
-            ..RateLimitSettings::default()
+    /// Only MCP requests limited, to `mcp_per_minute`.
+    fn mcp_limits(mcp_per_minute: u32, max_keys: usize) -> RateLimits {
+        let mut quotas = [None; EndpointClass::ALL.len()];
+        quotas[index(EndpointClass::Mcp)] = Some(Quota::per_minute(mcp_per_minute));
+        RateLimits::new(quotas, max_keys, None)
+    }
+
+    #[test]
+    fn every_class_has_its_place() {
+        for (i, class) in EndpointClass::ALL.iter().enumerate() {
+            assert_eq!(index(*class), i, "{class:?}");
         }
     }
 
@@ -449,7 +484,7 @@ mod tests {
 
     #[test]
     fn a_quota_is_allowed_then_refused_with_a_wait() {
-        let limits = RateLimits::new(&settings(5, 100), None);
+        let limits = mcp_limits(5, 100);
         for left in (0..5).rev() {
             match check(&limits, &key(1, "u")).unwrap() {
                 RateDecision::Allowed { state, policy } => {
@@ -469,7 +504,7 @@ mod tests {
 
     #[test]
     fn past_the_key_bound_new_keys_share_one_bucket() {
-        let limits = RateLimits::new(&settings(3, 10), None);
+        let limits = mcp_limits(3, 10);
         for ip in 0..10 {
             assert!(!check(&limits, &key(ip, "u")).unwrap().is_refused());
         }
@@ -481,12 +516,38 @@ mod tests {
     }
 
     #[test]
-    fn zero_or_disabled_means_unlimited() {
-        assert!(check(&RateLimits::new(&settings(0, 10), None), &key(1, "u")).is_none());
-        let off = RateLimitSettings {
-            enabled: false,
-            ..RateLimitSettings::default()
+    fn zero_or_disabled_means_unlimited_but_registrations_and_fetches_stay_limited() {
+        let limits = |edit: fn(&mut crate::config::RawSettings)| {
+            let mut raw = crate::config::RawSettings::default();
+            edit(&mut raw);
+            RateLimits::for_settings(&raw.validate().unwrap(), None)
         };
-        assert!(check(&RateLimits::new(&off, None), &key(1, "u")).is_none());
+        let zero = limits(|raw| raw.rate_limits.mcp_per_minute = 0);
+        assert!(check(&zero, &key(1, "u")).is_none());
+        let off = limits(|raw| raw.rate_limits.enabled = false);
+        assert!(check(&off, &key(1, "u")).is_none());
+        let from = |class| RateKey {
+            class,
+            client_id: None,
+            user_id: None,
+            ip: IpAddr::from([203, 0, 113, 1]),
+        };
+        for class in [EndpointClass::Registration, EndpointClass::MetadataFetch] {
+            assert!(check(&off, &from(class)).is_some(), "{class:?}");
+        }
+        // Registrations keep their burst above the rate: 60 at once, then 30 a minute.
+        let on = limits(|_| {});
+        for _ in 0..60 {
+            assert!(
+                !check(&on, &from(EndpointClass::Registration))
+                    .unwrap()
+                    .is_refused()
+            );
+        }
+        assert!(
+            check(&on, &from(EndpointClass::Registration))
+                .unwrap()
+                .is_refused()
+        );
     }
 }
