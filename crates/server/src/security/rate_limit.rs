@@ -104,8 +104,9 @@ pub struct RateLimits {
     max_keys: usize,
     hasher: RandomState,
     shared: Option<SharedBuckets>,
-    /// Local key → the time (Unix ms) a refusal by the shared bucket ends.
-    refusals: quick_cache::sync::Cache<u64, i64>,
+    /// (class, local key) → the time (Unix ms) a refusal by the shared bucket ends. The class
+    /// is part of it because every class's overflow bucket has the same local key.
+    refusals: quick_cache::sync::Cache<(EndpointClass, u64), i64>,
     /// When the last failure of the shared store was logged (Unix ms).
     last_failure_logged: AtomicI64,
     /// Until when (Unix ms) the shared store is left alone after a failure.
@@ -330,7 +331,7 @@ impl RateLimits {
                 retry_after,
             }
         };
-        if let Some(until) = self.refusals.get(&hashed)
+        if let Some(until) = self.refusals.get(&(key.class, hashed))
             && until > now_ms
         {
             return Some(refused((until - now_ms) as u64));
@@ -349,7 +350,7 @@ impl RateLimits {
             Ok(Ok(Err(tat))) => {
                 let wait_ms = gcra.wait_ms(tat, now_us);
                 self.refusals
-                    .insert(hashed, now_ms.saturating_add(wait_ms as i64));
+                    .insert((key.class, hashed), now_ms.saturating_add(wait_ms as i64));
                 Some(refused(wait_ms))
             }
             Ok(Err(e)) => {

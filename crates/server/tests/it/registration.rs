@@ -394,7 +394,11 @@ async fn registrations_beyond_the_per_ip_burst_get_429_slow_down() {
         assert_eq!(r.status(), StatusCode::CREATED, "within the burst: {i}");
     }
     let r = app.register(public(json!(["http://127.0.0.1/cb2"]))).await;
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "one a minute: {retry}");
     assert_eq!(
         r.headers()["ratelimit-policy"],
