@@ -373,7 +373,7 @@ impl Application {
         &self,
         stop: tokio_util::sync::CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        let queue = self
+        let queues = self
             .state
             .analytics_queue
             .lock()
@@ -383,7 +383,7 @@ impl Application {
         let writer = crate::analytics::pipeline::Writer {
             db: self.state.db.clone(),
             recorder: self.state.analytics.clone(),
-            queue,
+            queues,
             batch_size: settings.batch_size,
             flush_interval: std::time::Duration::from_millis(settings.flush_interval_ms),
             max_pending: settings.queue_capacity,

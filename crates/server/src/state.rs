@@ -53,9 +53,7 @@ pub struct AppState {
     /// Open live dashboards (`/analytics/live`), bounded.
     pub live_streams: Arc<tokio::sync::Semaphore>,
     /// The recorder's queue, taken by the writer when the server starts.
-    pub analytics_queue: Arc<
-        std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::analytics::pipeline::Record>>>,
-    >,
+    pub analytics_queue: Arc<std::sync::Mutex<Option<crate::analytics::pipeline::Queues>>>,
     pub security: Arc<crate::security::SecurityMonitor>,
     pub rate_limits: Arc<crate::security::rate_limit::RateLimits>,
 }

@@ -2,8 +2,10 @@
 //! Prometheus metrics from the event (`super::metrics`), puts it on a bounded queue and returns
 //! at once (when the queue is full the event is dropped and counted); one writer task per
 //! instance stores the queue in batches, one transaction each, and drains what is left when
-//! the server stops. Security events (`Recorder::security`) take the same queue and writer,
-//! to their own table, and are kept even when usage analytics is off.
+//! the server stops. Security events (`Recorder::security`) have a queue of their own, which
+//! the writer empties first into their own table: a flood of requests (an attack, often) fills
+//! the usage queue, and must not crowd out the events that describe it. They are kept even
+//! when usage analytics is off.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,18 +27,23 @@ use crate::metrics::Metrics;
 
 use super::metrics::EventMetrics;
 
-/// What the queue carries to the writer. Usage events are the many and are not boxed (an
-/// allocation per request for a smaller queue slot would be the worse trade).
-#[allow(clippy::large_enum_variant)]
-pub enum Record {
-    Usage(Event),
-    Security(SecurityEvent),
+/// Security events queued at most: far fewer than usage events (detectors report stages of
+/// an attack, not requests), so this holds minutes of a heavy attack between two flushes.
+pub const SECURITY_QUEUE_CAPACITY: usize = 8_192;
+
+/// What the writer reads: usage events when analytics is on, security events when security
+/// monitoring is.
+pub struct Queues {
+    pub usage: Option<mpsc::Receiver<Event>>,
+    pub security: Option<mpsc::Receiver<SecurityEvent>>,
 }
 
 /// Where events are handed in. Cheap to share; never blocks.
 pub struct Recorder {
-    /// To the writer, when analytics or security monitoring is on.
-    queue: Option<mpsc::Sender<Record>>,
+    /// To the writer, when analytics is on.
+    queue: Option<mpsc::Sender<Event>>,
+    /// To the writer, when security monitoring is on.
+    security_queue: Option<mpsc::Sender<SecurityEvent>>,
     /// Whether usage events are stored (analytics on), besides security events.
     store_usage: bool,
     /// The metrics events update, while `/metrics` can be read.
@@ -47,12 +54,13 @@ pub struct Recorder {
     dropped: AtomicU64,
     dropped_total: Counter,
     recorded_total: Counter,
+    security_dropped_total: Counter,
     clock: Clock,
 }
 
 impl Recorder {
-    /// The recorder and the queue its writer reads; no queue when analytics and security
-    /// monitoring are both off. Events update `metrics` when `observed` (someone may read
+    /// The recorder and the queues its writer reads (`None` when analytics and security
+    /// monitoring are both off). Events update `metrics` when `observed` (someone may read
     /// `/metrics`), labelled with the names in `tools` only.
     pub fn new(
         settings: &AnalyticsSettings,
@@ -61,15 +69,25 @@ impl Recorder {
         metrics: &Arc<Metrics>,
         observed: bool,
         tools: impl IntoIterator<Item = String>,
-    ) -> (Arc<Self>, Option<mpsc::Receiver<Record>>) {
-        let (queue, rx) = if settings.enabled || security_enabled {
-            let (tx, rx) = mpsc::channel(settings.queue_capacity);
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
+    ) -> (Arc<Self>, Option<Queues>) {
+        let (queue, usage) = match settings.enabled {
+            true => {
+                let (tx, rx) = mpsc::channel(settings.queue_capacity);
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
         };
+        let (security_queue, security) = match security_enabled {
+            true => {
+                let (tx, rx) = mpsc::channel(SECURITY_QUEUE_CAPACITY);
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
+        let queues = (usage.is_some() || security.is_some()).then_some(Queues { usage, security });
         let recorder = Self {
             queue,
+            security_queue,
             store_usage: settings.enabled,
             metrics: observed.then(|| EventMetrics::new(metrics.clone(), tools)),
             unreported_drops: AtomicU64::new(0),
@@ -84,9 +102,14 @@ impl Recorder {
                 &[],
                 "Analytics events handed to the writer.",
             ),
+            security_dropped_total: metrics.counter(
+                "mcp_oauth_security_events_dropped_total",
+                &[],
+                "Security events not stored because their queue was full (each was still logged).",
+            ),
             clock,
         };
-        (Arc::new(recorder), rx)
+        (Arc::new(recorder), queues)
     }
 
     /// Whether events are wanted at all: to be stored, or counted in the metrics. Analytics
@@ -106,22 +129,21 @@ impl Recorder {
         if let Some(m) = &self.metrics {
             m.observe(&event);
         }
-        if !self.store_usage {
-            return;
-        }
-        self.enqueue(Record::Usage(event));
-    }
-
-    /// Queue a security event for storage (dropped and counted when the queue is full).
-    pub fn security(&self, event: SecurityEvent) {
-        self.enqueue(Record::Security(event));
-    }
-
-    fn enqueue(&self, record: Record) {
         let Some(queue) = &self.queue else { return };
-        match queue.try_send(record) {
+        match queue.try_send(event) {
             Ok(()) => self.recorded_total.increment(1),
             Err(_) => self.count_drops(1),
+        }
+    }
+
+    /// Queue a security event for storage, on its own queue (dropped and counted when even
+    /// that is full; the event's log line has been written anyway).
+    pub fn security(&self, event: SecurityEvent) {
+        let Some(queue) = &self.security_queue else {
+            return;
+        };
+        if queue.try_send(event).is_err() {
+            self.security_dropped_total.increment(1);
         }
     }
 
@@ -157,7 +179,7 @@ const IDLE_CAPACITY: usize = 64;
 pub struct Writer {
     pub db: Db,
     pub recorder: Arc<Recorder>,
-    pub queue: mpsc::Receiver<Record>,
+    pub queues: Queues,
     pub batch_size: usize,
     pub flush_interval: Duration,
     /// Events held while the database cannot take them, at most (then the oldest go).
@@ -172,7 +194,7 @@ impl Writer {
 
     async fn run(mut self, stop: CancellationToken) {
         let mut pending = Pending::default();
-        let mut incoming: Vec<Record> = Vec::with_capacity(IDLE_CAPACITY);
+        let mut incoming: Vec<Event> = Vec::with_capacity(IDLE_CAPACITY);
         // The writer looks at the queue on a timer instead of waiting on it: waiting, it was
         // woken for every event, 20,000 times a second under load, and those wake-ups cost
         // the requests more than storing the events did.
@@ -185,11 +207,15 @@ impl Writer {
                 () = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            // Take what is queued, without waiting for more; store each full batch at once.
-            while !self.queue.is_empty() {
+            // Take what is queued, without waiting for more (security events first); store
+            // each full batch at once.
+            self.take_security(&mut pending);
+            while let Some(queue) = self.queues.usage.as_mut()
+                && !queue.is_empty()
+            {
                 let room = self.batch_size.saturating_sub(pending.len()).max(1);
-                self.queue.recv_many(&mut incoming, room).await;
-                pending.extend(incoming.drain(..));
+                queue.recv_many(&mut incoming, room).await;
+                pending.usage.append(&mut incoming);
                 if pending.len() >= self.batch_size {
                     self.flush(&mut pending).await;
                     last_flush = Instant::now();
@@ -201,8 +227,9 @@ impl Writer {
             }
         }
         // Shutting down: store what requests that already finished recorded.
-        while let Ok(e) = self.queue.try_recv() {
-            pending.extend([e]);
+        self.take_security(&mut pending);
+        while let Some(e) = self.queues.usage.as_mut().and_then(|q| q.try_recv().ok()) {
+            pending.usage.push(e);
             if pending.len() >= self.batch_size {
                 self.flush(&mut pending).await;
             }
@@ -213,6 +240,15 @@ impl Writer {
                 events = pending.len(),
                 "analytics events could not be stored before shutdown"
             );
+        }
+    }
+
+    /// Move the queued security events to `pending`.
+    fn take_security(&mut self, pending: &mut Pending) {
+        if let Some(queue) = self.queues.security.as_mut() {
+            while let Ok(e) = queue.try_recv() {
+                pending.security.push(e);
+            }
         }
     }
 
@@ -279,13 +315,62 @@ impl Pending {
     fn is_empty(&self) -> bool {
         self.usage.is_empty() && self.security.is_empty()
     }
+}
 
-    fn extend(&mut self, records: impl IntoIterator<Item = Record>) {
-        for r in records {
-            match r {
-                Record::Usage(e) => self.usage.push(e),
-                Record::Security(e) => self.security.push(e),
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcp_oauth_core::analytics::Event;
+
+    #[test]
+    fn a_full_usage_queue_does_not_crowd_out_security_events() {
+        let settings = AnalyticsSettings {
+            queue_capacity: 2,
+            ..AnalyticsSettings::default()
+        };
+        let metrics = Arc::new(Metrics::default());
+        let (recorder, queues) = Recorder::new(
+            &settings,
+            true,
+            Clock::manual(1_000),
+            &metrics,
+            false,
+            Vec::<String>::new(),
+        );
+        let mut queues = queues.expect("queues");
+        for _ in 0..5 {
+            recorder.record(Event::dropped(0, 1));
         }
+        assert_eq!(recorder.dropped(), 3, "the usage queue holds two");
+        recorder.security(SecurityEvent::scanner(0, "/.env", 1));
+        let security = queues.security.as_mut().unwrap();
+        assert!(security.try_recv().is_ok(), "kept, on its own queue");
+        assert_eq!(queues.usage.as_mut().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn only_what_is_on_gets_a_queue() {
+        let metrics = Arc::new(Metrics::default());
+        let queues = |analytics: bool, security: bool| {
+            let settings = AnalyticsSettings {
+                enabled: analytics,
+                ..AnalyticsSettings::default()
+            };
+            let clock = Clock::manual(0);
+            Recorder::new(
+                &settings,
+                security,
+                clock,
+                &metrics,
+                false,
+                Vec::<String>::new(),
+            )
+            .1
+            .map(|q| (q.usage.is_some(), q.security.is_some()))
+        };
+        assert_eq!(queues(true, true), Some((true, true)));
+        assert_eq!(queues(false, true), Some((false, true)));
+        assert_eq!(queues(true, false), Some((true, false)));
+        assert_eq!(queues(false, false), None);
     }
 }
