@@ -52,6 +52,7 @@ pub struct LoginForm {
 
 /// The one answer to a failed sign-in: wrong password, unknown account, disabled or locked.
 const INVALID_CREDENTIALS: &str = "Invalid email or password.";
+
 /// Where to go after signing in: a path on this server only (never another origin, never a
 /// scheme-relative `//host` URL), else the account page.
 pub fn safe_return_to(raw: Option<&str>, base_path: &str) -> String {
@@ -318,7 +319,7 @@ pub async fn login_post(
     let admitted = admit_attempt(&state, &email, ip, device, now).await?;
     let (keys, delay_ms, trusted, locked) = match admitted {
         Ok(admitted) => admitted,
-        Err(_until) => {
+        Err(_locked_until) => {
             // Keycloak's rule: a locked account answers exactly as a wrong password does,
             // and as late, so that an attacker cannot tell a lock from a miss (nor use locks
             // to learn which accounts exist). The owner's trusted browser is counted apart
