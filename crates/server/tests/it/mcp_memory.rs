@@ -247,10 +247,18 @@ async fn memory_stays_bounded_under_a_session_flood_and_is_given_back_after_it()
         peak2 - peak1 < 16.0,
         "a second flood does not grow it: {peak1:.1} then {peak2:.1} MiB"
     );
+    // What stays after the sessions idle out is the allocator's retained arenas and SQLite's
+    // page cache warmed by the events the floods stored (both bounded): measured 3.5 to 9 MiB
+    // on a loaded CI machine, 4 to 5 MiB alone. Sessions that were never freed would hold
+    // some 16 MiB per flood, and grow with each one.
     for after in [after1, after2] {
         assert!(
-            after - baseline < 8.0,
+            after - baseline < 12.0,
             "given back: {after:.1} MiB after the sessions idled out, baseline {baseline:.1} MiB"
         );
     }
+    assert!(
+        after2 - after1 < 8.0,
+        "nothing accumulates from one flood to the next: {after1:.1} then {after2:.1} MiB"
+    );
 }
