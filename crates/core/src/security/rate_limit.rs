@@ -60,6 +60,16 @@ pub struct RateKey {
 }
 
 impl RateKey {
+    /// A request counted against its address alone (it names no client or user yet).
+    pub fn address(class: EndpointClass, ip: IpAddr) -> Self {
+        RateKey {
+            class,
+            client_id: None,
+            user_id: None,
+            ip,
+        }
+    }
+
     /// The partition key named in the `pk` parameter: which identities this bucket is for.
     pub fn partition(&self) -> &'static str {
         match (&self.client_id, &self.user_id) {

@@ -265,12 +265,7 @@ pub async fn login_post(
     let base = state.settings.base_path();
     let return_to = safe_return_to(form.return_to.as_deref(), base);
     let ip = who.ip;
-    let key = RateKey {
-        class: EndpointClass::SignIn,
-        client_id: None,
-        user_id: None,
-        ip,
-    };
+    let key = RateKey::address(EndpointClass::SignIn, ip);
     if let Some(refused @ RateDecision::Refused { retry_after, .. }) =
         crate::security::rate_limit(&state, &who, &key).await
     {

@@ -94,12 +94,7 @@ async fn resolve_document(
     if let Some(description) = state.cimd.remembered_failure(client_id, now) {
         return Err(unknown(description));
     }
-    let key = RateKey {
-        class: EndpointClass::MetadataFetch,
-        client_id: None,
-        user_id: None,
-        ip: who.ip,
-    };
+    let key = RateKey::address(EndpointClass::MetadataFetch, who.ip);
     let rate = state
         .rate_limits
         .check(&key, state.clock.now_millis())

@@ -63,12 +63,7 @@ pub async fn register_post(
         )
         .into());
     }
-    let key = RateKey {
-        class: EndpointClass::Registration,
-        client_id: None,
-        user_id: None,
-        ip: who.ip,
-    };
+    let key = RateKey::address(EndpointClass::Registration, who.ip);
     let rate = state
         .rate_limits
         .check(&key, state.clock.now_millis())

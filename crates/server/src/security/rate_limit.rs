@@ -307,11 +307,6 @@ impl RateLimits {
         }
     }
 
-    /// Whether instances share the buckets, and where.
-    pub fn shared(&self) -> Option<&SharedBuckets> {
-        self.shared.as_ref()
-    }
-
     /// Count one request against `key` at `now_ms`: `None` when its class is not limited.
     pub async fn check(&self, key: &RateKey, now_ms: i64) -> Option<RateDecision> {
         let class = self.classes[index(key.class)].as_ref()?;
@@ -527,12 +522,7 @@ mod tests {
         assert!(check(&zero, &key(1, "u")).is_none());
         let off = limits(|raw| raw.rate_limits.enabled = false);
         assert!(check(&off, &key(1, "u")).is_none());
-        let from = |class| RateKey {
-            class,
-            client_id: None,
-            user_id: None,
-            ip: IpAddr::from([203, 0, 113, 1]),
-        };
+        let from = |class| RateKey::address(class, IpAddr::from([203, 0, 113, 1]));
         for class in [EndpointClass::Registration, EndpointClass::MetadataFetch] {
             assert!(check(&off, &from(class)).is_some(), "{class:?}");
         }
